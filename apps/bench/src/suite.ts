@@ -60,6 +60,7 @@ export async function runSuite(
   packageName: string,
   suite: string,
   define: (s: SuiteContext) => void | Promise<void>,
+  options: { readonly outDir?: string } = {},
 ): Promise<BenchReport> {
   const results: BenchResult[] = [];
   const timed: Array<{ name: string; fn: () => unknown; options: TaskOptions }> = [];
@@ -108,7 +109,7 @@ export async function runSuite(
     results,
   };
   printReport(report);
-  const dir = path.join(root, 'bench-results');
+  const dir = options.outDir ?? path.join(root, 'bench-results');
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `${packageName.replace(/^@cocokit\//, '')}.${suite}.json`);
   writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
