@@ -49,6 +49,11 @@ export interface CostModel {
   override(values: Readonly<Record<string, number>>): void;
   /** Every entry, sorted by name. */
   entries(): CostEntry[];
+  /**
+   * Overrides given before their name was registered (`createSim({ costs })`) that still match
+   * nothing, sorted. Non-empty once setup is done means a typo: a harness should refuse it.
+   */
+  pendingOverrides(): string[];
 }
 
 /** A seeded pseudo-random source; runs are reproducible from the seed. */
@@ -78,6 +83,8 @@ export interface Actor {
   readonly waitedNs: number;
   /** Time charged for work, ns. */
   readonly busyNs: number;
+  /** Time spent in `{ sleep }` yields, ns. A clock is its start plus busy, waited and slept time. */
+  readonly sleptNs: number;
 }
 
 /** Statistics a lock keeps. */
@@ -87,8 +94,18 @@ export interface LockStats {
   readonly contended: number;
   /** Total virtual time actors spent waiting, ns. */
   readonly waitedNs: number;
-  /** Total virtual time the lock was held, ns. */
+  /**
+   * Total virtual time the lock was held, ns (for a rwlock, summed over holders: overlapping
+   * readers each count).
+   */
   readonly heldNs: number;
+  /**
+   * Acquisitions made while another runnable actor's clock was earlier than the acquirer's. The
+   * timeline serves acquisitions in call order, so such an acquisition may have made a later
+   * (virtually earlier) one wait; a large share here means the steps are too coarse (see
+   * `createSim`, "Locks").
+   */
+  readonly outOfOrder: number;
 }
 
 /** An exclusive lock whose contention shows up as waiting time. */

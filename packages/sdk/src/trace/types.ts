@@ -12,8 +12,10 @@
  * costs one property read and builds no object.
  */
 
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface TraceEventMap {}
+export interface TraceEventMap {
+  /** An actor waited `dur` ns for `lock` (emitted by the sim's locks, only when there was a wait). */
+  'sim.lock_wait': { lock: string; mode: 'exclusive' | 'read' | 'write' };
+}
 
 /** A declared event name. */
 export type TraceEventName = keyof TraceEventMap & string;
