@@ -78,9 +78,70 @@ export type {
 export type { TraceBus, TraceEvent, TraceEventMap, TraceEventName, TraceFields, TraceSink } from './trace/types.js';
 
 // ---- range map (helper: range-map) ----
+export { RangeMap } from './range-map.js';
+export type { RangeMapOptions, RangePredicate, Run } from './range-map.js';
 
 // ---- simulation kernel: implementation (helper: sim) ----
+export { createSim } from './sim/sim.js';
+export type { SimOptions } from './sim/sim.js';
+export { SimActorError, isSimActorError } from './sim/actor.js';
+export { createCostModel } from './sim/cost-model.js';
+export { createRng } from './sim/rng.js';
 
 // ---- trace: implementation (helper: sim) ----
+export { createTraceBus } from './trace/bus.js';
+export type { TraceClock } from './trace/bus.js';
+export { createCounters } from './trace/counters.js';
+export type { Counters, CountersOptions, Histogram, HistogramBucket } from './trace/counters.js';
+export { createRingBuffer } from './trace/ring.js';
+export type { RingBuffer } from './trace/ring.js';
+export { createTraceEventRecorder, toChromeTraceJson } from './trace/perfetto.js';
+export type { ChromeTrace, ChromeTraceEvent, ChromeTraceOptions, TraceEventRecorder } from './trace/perfetto.js';
 
 // ---- arch plugin contract (helper: arch) ----
+export {
+  ARCH_PLUGIN_BRAND,
+  CONTRACT_API_VERSION,
+  SUPPORTED_API_VERSIONS,
+  archBusy,
+  archError,
+  archOk,
+} from './arch/contract.js';
+export type {
+  Access,
+  ArchCapabilities,
+  ArchExit,
+  ArchGuestApiOf,
+  ArchGuestApis,
+  ArchMeasurement,
+  ArchPlugin,
+  ArchPluginDef,
+  ArchResult,
+  ArchVm,
+  ArchVmApiOf,
+  ArchVmApis,
+  ArchVmContext,
+  ArchVmFor,
+  FaultClass,
+  GfnRange,
+  GuestFault,
+  HostFault,
+  HostFaultKind,
+  PageSource,
+} from './arch/contract.js';
+export { ARCH_NAME_PATTERN, defineArchPlugin, isArchName, validateArchPlugin } from './arch/define.js';
+export { ARCH_PLUGIN_ERROR_CODES, ArchPluginError, isArchPluginError } from './arch/errors.js';
+export type { ArchLookupAttempt, ArchPluginErrorCode, ArchPluginErrorInit } from './arch/errors.js';
+export { DEPENDENCY_FIELDS, discoverArchPackages } from './arch/discovery.js';
+export type { ArchPackage, DependencyField, PackageJsonSource } from './arch/discovery.js';
+export {
+  archPackageNames,
+  createArchRegistry,
+  defaultArchImporter,
+  defaultArchRegistry,
+  listArchs,
+  registerArch,
+  resolveArch,
+  unregisterArch,
+} from './arch/registry.js';
+export type { ArchImporter, ArchListing, ArchRegistry, ResolveArchOptions } from './arch/registry.js';

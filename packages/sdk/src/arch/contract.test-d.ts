@@ -1,0 +1,132 @@
+import { describe, expectTypeOf, it } from 'vitest';
+import type { Gfn, Pfn } from '../units.js';
+import { gfn, pfn } from '../units.js';
+import type {
+  ArchGuestApiOf,
+  ArchPlugin,
+  ArchResult,
+  ArchVm,
+  ArchVmApiOf,
+  ArchVmContext,
+  HostFault,
+} from '@cocokit/sdk';
+import { archOk, defineArchPlugin } from '@cocokit/sdk';
+
+/** A VMM-side API a plugin declares for its VM type, the way arch-tdx declares TdxVmApi. */
+interface TypetestVmApi {
+  initMemRegion(gfn: Gfn, pfn: Pfn): void;
+}
+interface TypetestGuestApi {
+  accept(gfn: Gfn): ArchResult;
+}
+
+declare module '@cocokit/sdk' {
+  interface ArchVmApis {
+    'typetest-arch': TypetestVmApi;
+  }
+  interface ArchGuestApis {
+    'typetest-arch': TypetestGuestApi;
+  }
+}
+
+const caps = { privateMem: true, privateByDefault: true, maxPrivateLevel: 0, mirrorRoot: false, inPlaceConversion: false } as const;
+
+describe('brands', () => {
+  it('keeps guest and host frames apart', () => {
+    expectTypeOf(gfn(1)).not.toEqualTypeOf<Pfn>();
+    // @ts-expect-error a Gfn is not a Pfn
+    const p: Pfn = gfn(1);
+    // @ts-expect-error a Pfn is not a Gfn
+    const g: Gfn = pfn(1);
+    // @ts-expect-error a plain number is neither
+    const q: Pfn = 1;
+    void [p, g, q];
+  });
+
+  it('types hook parameters with the brands', () => {
+    const vm: ArchVm = { capabilities: caps, gmemPrepare: () => undefined };
+    // @ts-expect-error gmemPrepare takes (pfn, gfn), not (gfn, pfn)
+    vm.gmemPrepare?.(gfn(0), pfn(0), 0);
+    // @ts-expect-error an order is 0, 9 or 18
+    vm.gmemPrepare?.(pfn(0), gfn(0), 3);
+    vm.gmemPrepare?.(pfn(0), gfn(0), 9);
+    expectTypeOf<ReturnType<NonNullable<ArchVm['hostAccess']>>>().toEqualTypeOf<'ok' | HostFault>();
+  });
+
+  it('makes a plain object fail to be a plugin: only defineArchPlugin brands', () => {
+    // @ts-expect-error missing the brand
+    const p: ArchPlugin = { name: 'x', apiVersion: 1, vmTypes: ['x'], costs: {}, createVm: () => ({ capabilities: caps }) };
+    void p;
+  });
+});
+
+describe('defineArchPlugin', () => {
+  it('infers the VM types and the VM, and hands createVm a context of those types', () => {
+    const plugin = defineArchPlugin({
+      name: 'toy',
+      apiVersion: 1,
+      vmTypes: ['toy', 'toy-2m'],
+      createVm(ctx) {
+        expectTypeOf(ctx).toEqualTypeOf<ArchVmContext<'toy' | 'toy-2m'>>();
+        return { capabilities: caps, extra: 1 };
+      },
+    });
+    expectTypeOf(plugin.vmTypes).toEqualTypeOf<readonly ('toy' | 'toy-2m')[]>();
+    expectTypeOf(plugin).toExtend<ArchPlugin>();
+    expectTypeOf(plugin.createVm).returns.toHaveProperty('extra');
+  });
+
+  it('refuses hooks of the wrong shape', () => {
+    defineArchPlugin({
+      name: 'bad',
+      apiVersion: 1,
+      vmTypes: ['bad'],
+      createVm: () => ({
+        capabilities: caps,
+        // @ts-expect-error setPrivateSpte returns an ArchResult, not a boolean
+        setPrivateSpte: () => true,
+      }),
+    });
+    defineArchPlugin({
+      name: 'bad',
+      apiVersion: 1,
+      vmTypes: ['bad'],
+      // @ts-expect-error maxPrivateLevel is 0 | 1 | 2
+      createVm: () => ({ capabilities: { ...caps, maxPrivateLevel: 3 } }),
+    });
+  });
+});
+
+describe('ArchVmApis augmentation', () => {
+  it('types the API of a declared VM type, and leaves others unknown', () => {
+    expectTypeOf<ArchVmApiOf<'typetest-arch'>>().toEqualTypeOf<TypetestVmApi>();
+    expectTypeOf<ArchGuestApiOf<'typetest-arch'>>().toEqualTypeOf<TypetestGuestApi>();
+    expectTypeOf<ArchVmApiOf<'undeclared'>>().toBeUnknown();
+  });
+
+  it('makes a plugin for a declared VM type provide that API', () => {
+    const api: TypetestVmApi = { initMemRegion: () => undefined };
+    const guest: TypetestGuestApi = { accept: () => archOk() };
+    const plugin = defineArchPlugin({
+      name: 'typetest',
+      apiVersion: 1,
+      vmTypes: ['typetest-arch'],
+      createVm: () => ({ capabilities: caps, vmApi: api, guestApi: guest }),
+    });
+    expectTypeOf(plugin.createVm).returns.toHaveProperty('vmApi').toEqualTypeOf<TypetestVmApi>();
+    defineArchPlugin({
+      name: 'typetest',
+      apiVersion: 1,
+      vmTypes: ['typetest-arch'],
+      // @ts-expect-error the declared vmApi is missing
+      createVm: () => ({ capabilities: caps, guestApi: guest }),
+    });
+    defineArchPlugin({
+      name: 'typetest',
+      apiVersion: 1,
+      vmTypes: ['typetest-arch'],
+      // @ts-expect-error the vmApi does not match the declaration
+      createVm: () => ({ capabilities: caps, vmApi: { initMemRegion: 1 }, guestApi: guest }),
+    });
+  });
+});

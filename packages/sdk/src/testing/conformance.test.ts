@@ -1,0 +1,301 @@
+import { describe, expect, it } from 'vitest';
+import { KvmError, invariant } from '../errors.js';
+import { gfn, type Pfn } from '../units.js';
+import type { CostName } from '../sim/types.js';
+import { defineArchPlugin } from '../arch/define.js';
+import type { ArchCapabilities, ArchPlugin, ArchVm, ArchVmContext } from '../arch/contract.js';
+import { archError, archOk } from '../arch/contract.js';
+import {
+  checkBadInputsRefused,
+  checkCapabilities,
+  checkClassifyFault,
+  checkCreateVm,
+  checkMaxMappingLevel,
+  checkNoHostAccessToPrivate,
+  checkPluginShape,
+  checkPrepareInvalidateBalance,
+  createArchTestVm,
+  isConformanceError,
+  runArchConformance,
+  runArchConformanceChecks,
+  type ArchConformanceOptions,
+  type ConformanceCheckId,
+  type ConformanceRunner,
+  type ConformanceSubject,
+} from './conformance.js';
+
+
+const SHARED_BIT = 47;
+
+/**
+ * A toy arch in the shape of SNP: prepare assigns pages to the guest (an RMP-like owned set),
+ * invalidate gives them back, and the host faults on writing an owned page. Mutated by `flaws` to
+ * build broken plugins.
+ */
+function toyVm(ctx: ArchVmContext, flaws: { noAlignCheck?: boolean; leakOnInvalidate?: boolean; hostAlwaysOk?: boolean } = {}) {
+  const owned = new Set<number>();
+  const maxPrivateLevel = ctx.vmType === 'toy-2m' ? 1 : 0;
+  const capabilities: ArchCapabilities = {
+    privateMem: true,
+    privateByDefault: true,
+    sharedGpaBit: SHARED_BIT,
+    maxPrivateLevel,
+    mirrorRoot: false,
+    inPlaceConversion: true,
+  };
+  const vm: ArchVm = {
+    capabilities,
+    classifyFault({ gpa }) {
+      const shared = Math.floor(gpa / 2 ** SHARED_BIT) % 2 === 1;
+      const direct = shared ? gpa - 2 ** SHARED_BIT : gpa;
+      return { gfn: gfn(Math.floor(direct / 4096)), private: !shared };
+    },
+    maxMappingLevel: (_g, _p, isPrivate) => (isPrivate ? maxPrivateLevel : 2),
+    gmemPrepare(pfn, g, order) {
+      const n = 2 ** order;
+      // Check everything, then mutate: a refusal changes nothing.
+      if (!flaws.noAlignCheck) {
+        if (!Number.isSafeInteger(pfn) || pfn < 0 || pfn + n > ctx.host.nrFrames) {
+          throw new KvmError('EINVAL', 'toy.gmemPrepare', `pfn ${pfn} (order ${order}) is outside host memory`);
+        }
+        if (pfn % n !== 0 || g % n !== 0) throw new KvmError('EINVAL', 'toy.gmemPrepare', `pfn/gfn not aligned to order ${order}`);
+      }
+      for (let p = pfn; p < pfn + n; p++) {
+        if (owned.has(p)) throw new KvmError('EEXIST', 'toy.gmemPrepare', `pfn ${p} is already assigned`);
+      }
+      // A real plugin declares its names in CostNames; inside the sdk's own typecheck the declared
+      // set is the sim tests' (see sim/cost-names.test-d.ts), so the toy casts.
+      ctx.sim.charge('toy.assign' as CostName, n);
+      for (let p = pfn; p < pfn + n; p++) owned.add(p);
+    },
+    gmemInvalidate(start, end) {
+      if (flaws.leakOnInvalidate) return;
+      for (let p: number = start; p < end; p++) owned.delete(p);
+    },
+    hostAccess(pfn: Pfn, write: boolean) {
+      if (flaws.hostAlwaysOk || !write || !owned.has(pfn)) return 'ok';
+      return { signal: 'SIGBUS', kind: 'rmp', reason: `pfn ${pfn} is assigned to the guest` };
+    },
+    checkInvariants() {
+      for (const p of owned) invariant(Number.isInteger(p) && p >= 0 && p < ctx.host.nrFrames, 'toy.owned-in-range', () => `pfn ${p}`);
+    },
+  };
+  return vm;
+}
+
+const toy = defineArchPlugin({
+  name: 'toy',
+  apiVersion: 1,
+  vmTypes: ['toy', 'toy-2m'],
+  costs: { 'toy.assign': { ns: 500, source: 'made up for the kit test', unit: 'per 4 KiB page' } },
+  createVm: (ctx) => toyVm(ctx),
+});
+
+const flawed = (name: string, flaws: Parameters<typeof toyVm>[1]) =>
+  defineArchPlugin({ name, apiVersion: 1, vmTypes: [name], costs: toy.costs, createVm: (ctx) => toyVm(ctx, flaws) });
+
+const subject = (plugin: ArchPlugin, options: ArchConformanceOptions = {}): ConformanceSubject => ({
+  plugin,
+  vmType: plugin.vmTypes[0] ?? plugin.name,
+  options,
+});
+
+/** The check ids that failed, for a plugin. */
+function failures(plugin: ArchPlugin): ConformanceCheckId[] {
+  return runArchConformanceChecks(plugin)
+    .filter((r) => r.outcome.status === 'failed')
+    .map((r) => r.check);
+}
+
+function failureOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    if (isConformanceError(e)) return e.message;
+    throw e;
+  }
+  throw new Error('expected the check to fail');
+}
+
+// The suite as a plugin would run it: real describe/it blocks.
+runArchConformance(toy);
+
+describe('the kit on a correct plugin', () => {
+  it('passes every check, for every VM type', () => {
+    const results = runArchConformanceChecks(toy);
+    expect(results.filter((r) => r.outcome.status !== 'passed')).toEqual([]);
+    expect(results.filter((r) => r.check === 'bad-inputs-refused').map((r) => r.vmType)).toEqual(['toy', 'toy-2m']);
+  });
+
+  it('builds the VM on a real Sim with the costs registered, and a test host', () => {
+    const t = createArchTestVm(toy, 'toy');
+    t.vm.gmemPrepare?.(4 as Pfn, gfn(4), 0);
+    expect(t.sim.now).toBe(500);
+    expect(t.sim.costs.entries().find((e) => e.name === 'toy.assign')?.owner).toBe('toy');
+    expect(t.host.nrFrames).toBe(2 ** 20);
+    expect(() => t.ctx.exit({ reason: 'TOY' })).toThrow(/outside a guest operation/);
+    expect(t.exits).toEqual([{ reason: 'TOY' }]);
+  });
+
+  it('reports checks that do not apply, and honours skips', () => {
+    const minimal = defineArchPlugin({
+      name: 'minimal',
+      apiVersion: 1,
+      vmTypes: ['minimal'],
+      createVm: () => ({
+        capabilities: { privateMem: false, privateByDefault: false, maxPrivateLevel: 0, mirrorRoot: false, inPlaceConversion: false },
+      }),
+    });
+    const results = runArchConformanceChecks(minimal, { skip: { capabilities: 'testing skips' } });
+    expect(Object.fromEntries(results.map((r) => [r.check, r.outcome.status]))).toEqual({
+      'plugin-shape': 'passed',
+      costs: 'not-applicable',
+      'create-vm': 'passed',
+      capabilities: 'skipped',
+      'classify-fault': 'not-applicable',
+      'max-mapping-level': 'not-applicable',
+      'prepare-invalidate-balance': 'not-applicable',
+      'no-host-access-to-private': 'not-applicable',
+      'bad-inputs-refused': 'not-applicable',
+    });
+  });
+
+  it('refuses bad options', () => {
+    expect(() => runArchConformanceChecks(toy, { skip: { 'no-such-check': 'x' } as never })).toThrow(/unknown check/);
+    expect(() => runArchConformanceChecks(toy, { skip: { costs: '' } })).toThrow(/needs a reason/);
+    expect(() => runArchConformanceChecks(toy, { vmTypes: ['tdx'] })).toThrow(/does not serve/);
+    expect(() => runArchConformanceChecks(toy, { hostFrames: 100 })).toThrow(/hostFrames/);
+  });
+
+  it('registers describe/it blocks, skipped checks as skipped tests', () => {
+    const log: string[] = [];
+    const runner: ConformanceRunner = {
+      describe: (name, body) => {
+        log.push(`describe ${name}`);
+        body();
+      },
+      it: (name) => log.push(`it ${name}`),
+      skip: (name) => log.push(`skip ${name}`),
+    };
+    runArchConformance(toy, { skip: { costs: 'costs are checked elsewhere' }, vmTypes: ['toy'] }, runner);
+    expect(log[0]).toBe('describe arch plugin conformance: toy');
+    expect(log).toContain('skip costs: registers every cost with a default and a source (skipped: costs are checked elsewhere)');
+    expect(log.filter((l) => l.startsWith('it '))).toHaveLength(8);
+  });
+});
+
+describe('the kit on broken plugins', () => {
+  it('fails a forged plugin of an unsupported apiVersion', () => {
+    const forged = { ...toy, apiVersion: 9, [Symbol.for('cocokit.arch-plugin')]: 9 } as ArchPlugin;
+    expect(failureOf(() => checkPluginShape(subject(forged)))).toMatch(/plugin-shape.*apiVersion 9/);
+  });
+
+  it('fails mirrorRoot without the private-table hooks, and a bad shared bit', () => {
+    const noHooks = defineArchPlugin({
+      name: 'mirror',
+      apiVersion: 1,
+      vmTypes: ['mirror'],
+      createVm: () => ({
+        capabilities: { privateMem: true, privateByDefault: true, maxPrivateLevel: 0, mirrorRoot: true, inPlaceConversion: false },
+        setPrivateSpte: () => archOk(),
+      }),
+    });
+    expect(failureOf(() => checkCapabilities(subject(noHooks)))).toContain('linkPrivateTable, removePrivateSpte are missing');
+    const badBit = defineArchPlugin({
+      name: 'bit',
+      apiVersion: 1,
+      vmTypes: ['bit'],
+      createVm: () => ({
+        capabilities: { privateMem: true, privateByDefault: false, sharedGpaBit: 52, maxPrivateLevel: 0, mirrorRoot: false, inPlaceConversion: false },
+      }),
+    });
+    expect(failureOf(() => checkCapabilities(subject(badBit)))).toContain('sharedGpaBit is 52');
+  });
+
+  it('fails a plugin that accepts a misaligned folio (and changes state doing so)', () => {
+    const sloppy = flawed('sloppy', { noAlignCheck: true });
+    expect(failureOf(() => checkBadInputsRefused(subject(sloppy)))).toMatch(/not 2M-aligned was not refused/);
+    expect(failures(sloppy)).toEqual(['bad-inputs-refused']);
+  });
+
+  it('fails a plugin whose invalidate leaks pages', () => {
+    const leaky = flawed('leaky', { leakOnInvalidate: true });
+    expect(failureOf(() => checkPrepareInvalidateBalance(subject(leaky)))).toMatch(/still cannot write pfn/);
+    expect(failures(leaky)).toEqual(['prepare-invalidate-balance']);
+  });
+
+  it('fails a plugin that lets the host write private pages', () => {
+    const open = flawed('open', { hostAlwaysOk: true });
+    expect(failureOf(() => checkNoHostAccessToPrivate(subject(open)))).toMatch(/host may write pfn/);
+    expect(failures(open)).toEqual(['no-host-access-to-private']);
+  });
+
+  it('fails a plugin that exits from createVm, or whose hooks are not functions', () => {
+    const exits = defineArchPlugin({
+      name: 'exits',
+      apiVersion: 1,
+      vmTypes: ['exits'],
+      createVm: (ctx) => ctx.exit({ reason: 'NOPE' }),
+    });
+    expect(failureOf(() => checkCreateVm(subject(exits)))).toMatch(/createVm threw ArchExitOutsideGuestError/);
+    const notFn = defineArchPlugin({
+      name: 'notfn',
+      apiVersion: 1,
+      vmTypes: ['notfn'],
+      createVm: () =>
+        ({
+          capabilities: { privateMem: false, privateByDefault: false, maxPrivateLevel: 0, mirrorRoot: false, inPlaceConversion: false },
+          gmemPrepare: 'yes',
+        }) as unknown as ArchVm,
+    });
+    expect(failureOf(() => checkCreateVm(subject(notFn)))).toContain('hook gmemPrepare is string');
+  });
+
+  it('fails a classifier that keeps the shared bit, and a level above maxPrivateLevel', () => {
+    const wrong = defineArchPlugin({
+      name: 'wrong',
+      apiVersion: 1,
+      vmTypes: ['wrong'],
+      createVm: (ctx) => ({
+        ...toyVm(ctx),
+        classifyFault: ({ gpa }: { gpa: number }) => ({ gfn: gfn(Math.floor(gpa / 4096)), private: true }),
+        maxMappingLevel: () => 2 as const,
+      }),
+    });
+    expect(failureOf(() => checkClassifyFault(subject(wrong)))).toMatch(/must be shared gfn/);
+    expect(failureOf(() => checkMaxMappingLevel(subject(wrong)))).toMatch(/private level 2 exceeds/);
+  });
+
+  it('fails a private-table hook that accepts a misaligned huge mapping', () => {
+    const lax = defineArchPlugin({
+      name: 'lax',
+      apiVersion: 1,
+      vmTypes: ['lax'],
+      createVm: () => ({
+        capabilities: { privateMem: true, privateByDefault: true, maxPrivateLevel: 1, mirrorRoot: true, inPlaceConversion: false },
+        linkPrivateTable: (g) => (g < 0 ? archError('EINVAL', 'negative gfn') : archOk()),
+        setPrivateSpte: () => archOk(),
+        removePrivateSpte: () => archOk(),
+      }),
+    });
+    expect(failureOf(() => checkBadInputsRefused(subject(lax)))).toMatch(/setPrivateSpte.*was not refused: it returned \{"status":"ok"\}/);
+  });
+
+  it('turns an unexpected throw into a failure of the check that saw it', () => {
+    const throws = defineArchPlugin({
+      name: 'throws',
+      apiVersion: 1,
+      vmTypes: ['throws'],
+      createVm: (ctx) => ({
+        ...toyVm(ctx),
+        checkInvariants: () => {
+          throw new Error('corrupt');
+        },
+      }),
+    });
+    const failed = runArchConformanceChecks(throws).filter((r) => r.outcome.status === 'failed');
+    expect(failed.map((r) => r.check)).toContain('create-vm');
+    const first = failed[0]?.outcome;
+    expect(first?.status === 'failed' && first.error.message).toMatch(/checkInvariants on a new VM threw Error: corrupt/);
+  });
+});

@@ -1,0 +1,586 @@
+/**
+ * The arch plugin conformance kit (DESIGN.md, "Conformance kit"): checks every plugin runs in its
+ * own tests, in the manner of typescript-eslint's RuleTester. Each check is an exported function
+ * that throws a {@link ConformanceError} on failure, so a check can be run (and seen to fail)
+ * outside any test runner; {@link runArchConformance} wraps them in vitest `describe`/`it` blocks.
+ *
+ * These are the checks the sdk can make on its own: against a plugin's hooks, with a real
+ * {@link Sim} and the kit's {@link createTestHostMemory}. Checks that need a whole VM (conversions
+ * round-trip, zapped private mappings are gone, the measurement covers every measured byte) need
+ * the core's VM and are not here yet.
+ */
+import { describe as vDescribe, it as vIt } from 'vitest';
+import { isKvmError } from '../errors.js';
+import type { HostMemoryView } from '../host-view.js';
+import { createSim } from '../sim/sim.js';
+import type { CostName, Sim } from '../sim/types.js';
+import { gfn as toGfn, pfn as toPfn, type PageOrder } from '../units.js';
+import type { ArchExit, ArchPlugin, ArchResult, ArchVm, ArchVmContext, HostFault } from '../arch/contract.js';
+import { validateArchPlugin } from '../arch/define.js';
+import { createTestHostMemory, type TestHostMemory } from './host-memory.js';
+
+/** The checks of the kit, by id. */
+export const CONFORMANCE_CHECK_IDS = [
+  'plugin-shape',
+  'costs',
+  'create-vm',
+  'capabilities',
+  'classify-fault',
+  'max-mapping-level',
+  'prepare-invalidate-balance',
+  'no-host-access-to-private',
+  'bad-inputs-refused',
+] as const;
+
+/** The id of a conformance check. */
+export type ConformanceCheckId = (typeof CONFORMANCE_CHECK_IDS)[number];
+
+/** Options of the kit. */
+export interface ArchConformanceOptions {
+  /**
+   * Checks not to run, each with the reason (shown in the test report). A plugin that cannot meet a
+   * check says why here rather than silently passing it.
+   */
+  readonly skip?: Partial<Readonly<Record<ConformanceCheckId, string>>>;
+  /** The VM types to run the per-VM checks for (default: all the plugin serves). */
+  readonly vmTypes?: readonly string[];
+  /** Options handed to `createVm` in `ctx.options`. */
+  readonly vmOptions?: Readonly<Record<string, unknown>>;
+  /** Frames of the test host memory (default 2^20: 4 GiB, stored sparsely). At least 2^19. */
+  readonly hostFrames?: number;
+  /** The simulation seed (default 1). */
+  readonly seed?: number;
+}
+
+/** What a check found when it did not fail. */
+export type CheckOutcome = { readonly status: 'passed' } | { readonly status: 'not-applicable'; readonly reason: string };
+
+/** A failed conformance check: which check, which plugin and VM type, and what was wrong. */
+export class ConformanceError extends Error {
+  override readonly name = 'ConformanceError' as const;
+  /** The check that failed. */
+  readonly check: ConformanceCheckId;
+  /** The plugin under test. */
+  readonly plugin: string;
+  /** The VM type the check ran for, for per-VM checks. */
+  readonly vmType: string | undefined;
+
+  constructor(check: ConformanceCheckId, plugin: string, vmType: string | undefined, detail: string, cause?: unknown) {
+    super(`${plugin}${vmType ? ` [${vmType}]` : ''}: ${check}: ${detail}`, cause === undefined ? undefined : { cause });
+    this.check = check;
+    this.plugin = plugin;
+    this.vmType = vmType;
+  }
+}
+
+/** Whether `e` is a {@link ConformanceError} (optionally of `check`), by name rather than class. */
+export function isConformanceError(e: unknown, check?: ConformanceCheckId): e is ConformanceError {
+  if (typeof e !== 'object' || e === null) return false;
+  const c = e as { name?: unknown; check?: unknown };
+  return c.name === 'ConformanceError' && (check === undefined || c.check === check);
+}
+
+/** A VM of the plugin under test, with what the kit built around it. */
+export interface ArchTestVm {
+  readonly vm: ArchVm;
+  readonly sim: Sim;
+  readonly host: TestHostMemory;
+  readonly ctx: ArchVmContext;
+  /** Exits the VM asked for through `ctx.exit`. */
+  readonly exits: readonly ArchExit[];
+}
+
+/** Error thrown by the kit's `ctx.exit`: outside a guest operation no exit is possible. */
+export class ArchExitOutsideGuestError extends Error {
+  override readonly name = 'ArchExitOutsideGuestError' as const;
+  /** The exit asked for. */
+  readonly exit: ArchExit;
+  constructor(exit: ArchExit) {
+    super(`ctx.exit(${JSON.stringify(exit.reason)}) called outside a guest operation`);
+    this.exit = exit;
+  }
+}
+
+const DEFAULT_HOST_FRAMES = 2 ** 20;
+/** Where the kit's test pages live: 1 GiB aligned, so any order is aligned there. */
+const BASE_PFN = 2 ** 18;
+const BASE_GFN = 2 ** 18;
+
+/**
+ * Creates one VM of `plugin` for `vmType` as the core would: a fresh {@link Sim} with the plugin's
+ * costs registered (under the plugin's name), a {@link createTestHostMemory}, and a `ctx.exit`
+ * that records the exit and throws (hooks other than guest operations must never exit).
+ */
+export function createArchTestVm(plugin: ArchPlugin, vmType: string, options: ArchConformanceOptions = {}): ArchTestVm {
+  const sim = createSim({ seed: options.seed ?? 1 });
+  sim.costs.register(plugin.name, plugin.costs);
+  const host = createTestHostMemory(options.hostFrames ?? DEFAULT_HOST_FRAMES);
+  const exits: ArchExit[] = [];
+  const ctx: ArchVmContext = {
+    sim,
+    host: host satisfies HostMemoryView,
+    vmType,
+    options: Object.freeze({ ...(options.vmOptions ?? {}) }),
+    exit(e: ArchExit): never {
+      exits.push(e);
+      throw new ArchExitOutsideGuestError(e);
+    },
+  };
+  const vm = plugin.createVm(ctx);
+  return { vm, sim, host, ctx, exits };
+}
+
+/** What a check is given. */
+export interface ConformanceSubject {
+  readonly plugin: ArchPlugin;
+  /** The VM type, for per-VM checks. */
+  readonly vmType: string;
+  readonly options: ArchConformanceOptions;
+}
+
+/** One check of the kit. */
+export interface ArchConformanceCheck {
+  readonly id: ConformanceCheckId;
+  /** What it checks, as a test title. */
+  readonly title: string;
+  /** Whether it runs once per VM type (otherwise once per plugin). */
+  readonly perVmType: boolean;
+  /** Runs the check: returns its outcome, or throws {@link ConformanceError}. */
+  readonly run: (subject: ConformanceSubject) => CheckOutcome;
+}
+
+const PASSED: CheckOutcome = Object.freeze({ status: 'passed' });
+const notApplicable = (reason: string): CheckOutcome => ({ status: 'not-applicable', reason });
+
+/** Runs `f`, turning anything it throws into a {@link ConformanceError} of `check`. */
+function guarded<T>(s: ConformanceSubject, check: ConformanceCheckId, what: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (isConformanceError(e)) throw e;
+    throw new ConformanceError(check, s.plugin.name, s.vmType, `${what} threw ${errorText(e)}`, e);
+  }
+}
+
+function errorText(e: unknown): string {
+  if (typeof e === 'object' && e !== null && 'message' in e) {
+    const name = 'name' in e ? String(e.name) : 'Error';
+    return `${name}: ${String(e.message)}`;
+  }
+  return String(e);
+}
+
+function fail(s: ConformanceSubject, check: ConformanceCheckId, detail: string): never {
+  throw new ConformanceError(check, s.plugin.name, s.vmType, detail);
+}
+
+function makeVm(s: ConformanceSubject, check: ConformanceCheckId): ArchTestVm {
+  return guarded(s, check, 'createVm', () => createArchTestVm(s.plugin, s.vmType, s.options));
+}
+
+function invariants(s: ConformanceSubject, check: ConformanceCheckId, t: ArchTestVm, when: string): void {
+  if (t.vm.checkInvariants) guarded(s, check, `checkInvariants ${when}`, () => t.vm.checkInvariants?.());
+}
+
+/** The hooks of {@link ArchVm}, which must be functions when present. */
+const HOOKS = [
+  'classifyFault',
+  'gmemPrepare',
+  'gmemInvalidate',
+  'maxMappingLevel',
+  'populate',
+  'linkPrivateTable',
+  'setPrivateSpte',
+  'removePrivateSpte',
+  'splitPrivateSpte',
+  'hostAccess',
+  'beforeConvert',
+  'afterConvert',
+  'finalize',
+  'checkInvariants',
+] as const;
+
+/** `plugin-shape`: the plugin is branded, well-formed and of a supported contract version. */
+export function checkPluginShape(s: ConformanceSubject): CheckOutcome {
+  guarded(s, 'plugin-shape', 'validation', () => validateArchPlugin(s.plugin, 'runArchConformance'));
+  return PASSED;
+}
+
+/** `costs`: every cost has a finite ns >= 0 and a source, and registers in a real cost model. */
+export function checkCosts(s: ConformanceSubject): CheckOutcome {
+  const entries = Object.entries(s.plugin.costs);
+  if (entries.length === 0) return notApplicable('the plugin registers no costs');
+  for (const [name, def] of entries) {
+    if (!Number.isFinite(def.ns) || def.ns < 0) fail(s, 'costs', `cost '${name}' has ns = ${def.ns}`);
+    if (typeof def.source !== 'string' || def.source.trim() === '') {
+      fail(s, 'costs', `cost '${name}' has no source: say where the default comes from`);
+    }
+  }
+  const sim = createSim({ seed: s.options.seed ?? 1 });
+  guarded(s, 'costs', 'registering the costs', () => sim.costs.register(s.plugin.name, s.plugin.costs));
+  for (const [name, def] of entries) {
+    // The plugin's names need not be declared in CostNames in the plugin's own compilation.
+    const got = sim.costs.get(name as CostName);
+    if (got !== def.ns) fail(s, 'costs', `cost '${name}' reads back as ${got}, not ${def.ns}`);
+  }
+  return PASSED;
+}
+
+/** `create-vm`: `createVm` returns capabilities, functions for hooks, objects for APIs, and sound invariants. */
+export function checkCreateVm(s: ConformanceSubject): CheckOutcome {
+  const t = makeVm(s, 'create-vm');
+  const vm = t.vm as unknown as Record<string, unknown> | null;
+  if (typeof vm !== 'object' || vm === null) fail(s, 'create-vm', `createVm returned ${String(vm)}, not an object`);
+  if (typeof vm['capabilities'] !== 'object' || vm['capabilities'] === null) {
+    fail(s, 'create-vm', 'the VM has no capabilities object');
+  }
+  for (const hook of HOOKS) {
+    if (vm[hook] !== undefined && typeof vm[hook] !== 'function') {
+      fail(s, 'create-vm', `hook ${hook} is ${typeof vm[hook]}, not a function (leave it out for "nothing to do")`);
+    }
+  }
+  for (const api of ['vmApi', 'guestApi'] as const) {
+    if (vm[api] !== undefined && (typeof vm[api] !== 'object' || vm[api] === null)) {
+      fail(s, 'create-vm', `${api} is ${String(vm[api])}, not an object`);
+    }
+  }
+  invariants(s, 'create-vm', t, 'on a new VM');
+  if (t.exits.length > 0) fail(s, 'create-vm', `createVm called ctx.exit(${t.exits[0]?.reason})`);
+  return PASSED;
+}
+
+/** `capabilities`: the declared capabilities are well-formed and consistent with the hooks present. */
+export function checkCapabilities(s: ConformanceSubject): CheckOutcome {
+  const { vm } = makeVm(s, 'capabilities');
+  const c = vm.capabilities;
+  const bad = (detail: string): never => fail(s, 'capabilities', detail);
+  for (const flag of ['privateMem', 'privateByDefault', 'mirrorRoot', 'inPlaceConversion'] as const) {
+    if (typeof c[flag] !== 'boolean') bad(`${flag} is ${String(c[flag])}, not a boolean`);
+  }
+  if (c.maxPrivateLevel !== 0 && c.maxPrivateLevel !== 1 && c.maxPrivateLevel !== 2) {
+    bad(`maxPrivateLevel is ${String(c.maxPrivateLevel)}; it must be 0 (4K), 1 (2M) or 2 (1G)`);
+  }
+  if (c.privateByDefault && !c.privateMem) bad('privateByDefault without privateMem');
+  if (c.sharedGpaBit !== undefined && (!Number.isInteger(c.sharedGpaBit) || c.sharedGpaBit < 1 || c.sharedGpaBit > 51)) {
+    bad(`sharedGpaBit is ${c.sharedGpaBit}; a GPA bit is an integer in 1..51`);
+  }
+  if (c.sharedGpaBit !== undefined && !c.privateMem) bad('sharedGpaBit without privateMem');
+  if (c.mirrorRoot) {
+    const missing = (['linkPrivateTable', 'setPrivateSpte', 'removePrivateSpte'] as const).filter((h) => !vm[h]);
+    if (missing.length) bad(`mirrorRoot is set but ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} missing`);
+  }
+  if (c.measurement !== undefined) {
+    if (typeof c.measurement !== 'string' || c.measurement === '') bad('measurement must be a non-empty string');
+    if (!vm.finalize) bad(`measurement '${c.measurement}' is declared but there is no finalize hook`);
+  }
+  return PASSED;
+}
+
+/** `classify-fault`: faults map to integral gfns; a shared GPA bit is stripped and means shared. */
+export function checkClassifyFault(s: ConformanceSubject): CheckOutcome {
+  const t = makeVm(s, 'classify-fault');
+  const { vm } = t;
+  if (!vm.classifyFault) return notApplicable('no classifyFault hook');
+  const g = BASE_GFN + 3;
+  const gpa = g * 4096 + 0x123;
+  const plain = guarded(s, 'classify-fault', `classifyFault(0x${gpa.toString(16)})`, () =>
+    vm.classifyFault?.({ gpa, access: 'write' }),
+  );
+  if (!plain || !Number.isSafeInteger(plain.gfn) || plain.gfn < 0 || typeof plain.private !== 'boolean') {
+    fail(s, 'classify-fault', `classifyFault returned ${JSON.stringify(plain)}, not { gfn: integer, private: boolean }`);
+  }
+  if (!vm.capabilities.privateMem && plain.private) fail(s, 'classify-fault', 'a VM without privateMem classified a fault as private');
+  const bit = vm.capabilities.sharedGpaBit;
+  if (bit !== undefined) {
+    if (plain.gfn !== g || !plain.private) {
+      fail(s, 'classify-fault', `gpa 0x${gpa.toString(16)} without the shared bit must be private gfn ${g}, got ${JSON.stringify(plain)}`);
+    }
+    const shared = gpa + 2 ** bit; // arithmetic: bit may be above 31
+    const r = guarded(s, 'classify-fault', `classifyFault(0x${shared.toString(16)})`, () =>
+      vm.classifyFault?.({ gpa: shared, access: 'read' }),
+    );
+    if (!r || r.gfn !== g || r.private) {
+      fail(s, 'classify-fault', `gpa 0x${shared.toString(16)} (shared bit ${bit} set) must be shared gfn ${g}, got ${JSON.stringify(r)}`);
+    }
+  }
+  invariants(s, 'classify-fault', t, 'after classifying faults');
+  return PASSED;
+}
+
+/** `max-mapping-level`: levels are 0..2, and private ones never exceed `capabilities.maxPrivateLevel`. */
+export function checkMaxMappingLevel(s: ConformanceSubject): CheckOutcome {
+  const t = makeVm(s, 'max-mapping-level');
+  const { vm } = t;
+  if (!vm.maxMappingLevel) return notApplicable('no maxMappingLevel hook');
+  for (const isPrivate of vm.capabilities.privateMem ? [true, false] : [false]) {
+    const level = guarded(s, 'max-mapping-level', 'maxMappingLevel', () =>
+      vm.maxMappingLevel?.(toGfn(BASE_GFN), toPfn(BASE_PFN), isPrivate),
+    );
+    if (level !== 0 && level !== 1 && level !== 2) {
+      fail(s, 'max-mapping-level', `maxMappingLevel returned ${String(level)}; a level is 0, 1 or 2`);
+    }
+    if (isPrivate && level > vm.capabilities.maxPrivateLevel) {
+      fail(s, 'max-mapping-level', `private level ${level} exceeds capabilities.maxPrivateLevel ${vm.capabilities.maxPrivateLevel}`);
+    }
+  }
+  invariants(s, 'max-mapping-level', t, 'after maxMappingLevel');
+  return PASSED;
+}
+
+/** Orders the kit prepares at: 4K always, 2M when the arch maps private 2M pages. */
+function orders(vm: ArchVm): PageOrder[] {
+  return vm.capabilities.maxPrivateLevel >= 1 ? [0, 9] : [0];
+}
+
+function access(vm: ArchVm, p: number, write: boolean): 'ok' | HostFault {
+  return vm.hostAccess ? vm.hostAccess(toPfn(p), write) : 'ok';
+}
+
+/**
+ * `prepare-invalidate-balance`: a prepared folio, once invalidated, is the host's again: the
+ * plugin's invariants hold at each step, the host may read and write every page, and it can be
+ * prepared again (nothing leaked).
+ */
+export function checkPrepareInvalidateBalance(s: ConformanceSubject): CheckOutcome {
+  const id = 'prepare-invalidate-balance';
+  const t = makeVm(s, id);
+  const { vm } = t;
+  if (!vm.gmemPrepare) return notApplicable('no gmemPrepare hook');
+  if (!vm.gmemInvalidate) fail(s, id, 'gmemPrepare without gmemInvalidate: prepared pages could never be given back');
+  for (const order of orders(vm)) {
+    const n = 2 ** order;
+    for (let round = 1; round <= 2; round++) {
+      const what = `round ${round}, order ${order} at pfn 0x${BASE_PFN.toString(16)}`;
+      guarded(s, id, `gmemPrepare (${what})`, () => vm.gmemPrepare?.(toPfn(BASE_PFN), toGfn(BASE_GFN), order));
+      invariants(s, id, t, `after gmemPrepare (${what})`);
+      guarded(s, id, `gmemInvalidate (${what})`, () => vm.gmemInvalidate?.(toPfn(BASE_PFN), toPfn(BASE_PFN + n)));
+      invariants(s, id, t, `after gmemInvalidate (${what})`);
+      for (let p = BASE_PFN; p < BASE_PFN + n; p++) {
+        for (const write of [false, true]) {
+          const r = guarded(s, id, `hostAccess(0x${p.toString(16)})`, () => access(vm, p, write));
+          if (r !== 'ok') {
+            fail(s, id, `after gmemInvalidate the host still cannot ${write ? 'write' : 'read'} pfn 0x${p.toString(16)} (${what}): ${JSON.stringify(r)}`);
+          }
+        }
+      }
+    }
+  }
+  return PASSED;
+}
+
+function isHostFault(r: unknown): r is HostFault {
+  if (typeof r !== 'object' || r === null) return false;
+  const f = r as Partial<HostFault>;
+  return (f.signal === 'SIGBUS' || f.signal === 'SIGSEGV') && typeof f.kind === 'string' && typeof f.reason === 'string' && f.reason !== '';
+}
+
+/**
+ * `no-host-access-to-private`: once prepared (private), a page cannot be written by the host: the
+ * access is a {@link HostFault} (SIGBUS/SIGSEGV with a kind and reason), and the neighbouring,
+ * unprepared page stays accessible.
+ */
+export function checkNoHostAccessToPrivate(s: ConformanceSubject): CheckOutcome {
+  const id = 'no-host-access-to-private';
+  const t = makeVm(s, id);
+  const { vm } = t;
+  if (!vm.capabilities.privateMem) return notApplicable('the arch has no private memory');
+  if (!vm.hostAccess) return notApplicable('no hostAccess hook: the arch does not model host access faults');
+  if (!vm.gmemPrepare) return notApplicable('no gmemPrepare hook: pages never become private through the sdk-level hooks');
+  guarded(s, id, 'gmemPrepare', () => vm.gmemPrepare?.(toPfn(BASE_PFN), toGfn(BASE_GFN), 0));
+  const r = guarded(s, id, 'hostAccess', () => vm.hostAccess?.(toPfn(BASE_PFN), true));
+  if (r === 'ok') fail(s, id, `the host may write pfn 0x${BASE_PFN.toString(16)} after gmemPrepare made it private`);
+  if (!isHostFault(r)) fail(s, id, `hostAccess returned ${JSON.stringify(r)}, not 'ok' or { signal, kind, reason }`);
+  const next = guarded(s, id, 'hostAccess', () => vm.hostAccess?.(toPfn(BASE_PFN + 1), true));
+  if (next !== 'ok') fail(s, id, `gmemPrepare of one page also took pfn 0x${(BASE_PFN + 1).toString(16)} from the host`);
+  invariants(s, id, t, 'with a prepared page');
+  if (vm.gmemInvalidate) guarded(s, id, 'gmemInvalidate', () => vm.gmemInvalidate?.(toPfn(BASE_PFN), toPfn(BASE_PFN + 1)));
+  return PASSED;
+}
+
+/** Everything the kit can observe of a VM's state around `pfns`. */
+function observe(t: ArchTestVm, pfns: readonly number[]): string {
+  const hostAccess = pfns.map((p) => {
+    try {
+      return JSON.stringify([access(t.vm, p, false), access(t.vm, p, true)]);
+    } catch (e) {
+      return `threw ${errorText(e)}`;
+    }
+  });
+  return JSON.stringify({ hostAccess, hostMutations: t.host.mutations, exits: t.exits.length });
+}
+
+function isRefusal(r: unknown): boolean {
+  return typeof r === 'object' && r !== null && (r as ArchResult).status === 'error';
+}
+
+/**
+ * `bad-inputs-refused`: inputs the core never sends (folios misaligned to their order, pfns outside
+ * host memory, non-integers, misaligned huge mappings) are refused — with {@link KvmError} from
+ * `gmemPrepare`, with KvmError or an `error` {@link ArchResult} from the private-table hooks — and
+ * change nothing the kit can see (host access, host memory, invariants).
+ */
+export function checkBadInputsRefused(s: ConformanceSubject): CheckOutcome {
+  const id = 'bad-inputs-refused';
+  const t = makeVm(s, id);
+  const { vm } = t;
+  const cases: Array<{ what: string; call: () => unknown; result: boolean }> = [];
+  const P = BASE_PFN;
+  const G = BASE_GFN;
+  const nr = t.host.nrFrames;
+  if (vm.gmemPrepare) {
+    const prep = vm.gmemPrepare.bind(vm);
+    cases.push(
+      { what: `gmemPrepare(pfn 0x${(P + 1).toString(16)}, order 9): pfn not 2M-aligned`, call: () => prep(toPfn(P + 1), toGfn(G), 9), result: false },
+      { what: `gmemPrepare(gfn 0x${(G + 1).toString(16)}, order 9): gfn not 2M-aligned`, call: () => prep(toPfn(P), toGfn(G + 1), 9), result: false },
+      { what: `gmemPrepare(pfn ${nr}): outside host memory`, call: () => prep(toPfn(nr), toGfn(G), 0), result: false },
+      { what: 'gmemPrepare(pfn -1)', call: () => prep(toPfn(-1), toGfn(G), 0), result: false },
+      { what: 'gmemPrepare(pfn 1.5)', call: () => prep(toPfn(1.5), toGfn(G), 0), result: false },
+    );
+  }
+  if (vm.setPrivateSpte) {
+    const set = vm.setPrivateSpte.bind(vm);
+    cases.push(
+      { what: `setPrivateSpte(gfn 0x${(G + 1).toString(16)}, level 1): gfn not 2M-aligned`, call: () => set(toGfn(G + 1), 1, toPfn(P)), result: true },
+      { what: `setPrivateSpte(pfn 0x${(P + 1).toString(16)}, level 1): pfn not 2M-aligned`, call: () => set(toGfn(G), 1, toPfn(P + 1)), result: true },
+    );
+  }
+  if (vm.linkPrivateTable) {
+    const link = vm.linkPrivateTable.bind(vm);
+    cases.push({ what: 'linkPrivateTable(gfn -1)', call: () => link(toGfn(-1), 0), result: true });
+  }
+  if (cases.length === 0) return notApplicable('no hook the kit can feed bad inputs to (gmemPrepare, setPrivateSpte, linkPrivateTable)');
+  const watched = [P, P + 1, P + 511, P + 512];
+  for (const c of cases) {
+    const before = observe(t, watched);
+    let refused = false;
+    let outcome = 'returned normally';
+    try {
+      const r = c.call();
+      if (c.result && isRefusal(r)) refused = true;
+      else outcome = `returned ${JSON.stringify(r)}`;
+    } catch (e) {
+      if (isKvmError(e)) refused = true;
+      else outcome = `threw ${errorText(e)} (a refusal is a KvmError${c.result ? " or archError(...)" : ''})`;
+    }
+    if (!refused) fail(s, id, `${c.what} was not refused: it ${outcome}`);
+    const after = observe(t, watched);
+    if (after !== before) fail(s, id, `${c.what} was refused but changed state: before ${before}, after ${after}`);
+    invariants(s, id, t, `after refusing ${c.what}`);
+  }
+  return PASSED;
+}
+
+/** Every check of the kit, in the order it runs them. */
+export const ARCH_CONFORMANCE_CHECKS: readonly ArchConformanceCheck[] = [
+  { id: 'plugin-shape', title: 'is a branded, valid plugin of a supported apiVersion', perVmType: false, run: checkPluginShape },
+  { id: 'costs', title: 'registers every cost with a default and a source', perVmType: false, run: checkCosts },
+  { id: 'create-vm', title: 'creates a VM with capabilities and well-formed hooks', perVmType: true, run: checkCreateVm },
+  { id: 'capabilities', title: 'declares consistent capabilities', perVmType: true, run: checkCapabilities },
+  { id: 'classify-fault', title: 'classifies faults (shared GPA bit stripped)', perVmType: true, run: checkClassifyFault },
+  { id: 'max-mapping-level', title: 'caps private mappings at maxPrivateLevel', perVmType: true, run: checkMaxMappingLevel },
+  { id: 'prepare-invalidate-balance', title: 'balances gmemPrepare with gmemInvalidate', perVmType: true, run: checkPrepareInvalidateBalance },
+  { id: 'no-host-access-to-private', title: 'denies the host access to private memory', perVmType: true, run: checkNoHostAccessToPrivate },
+  { id: 'bad-inputs-refused', title: 'refuses bad inputs with no state change', perVmType: true, run: checkBadInputsRefused },
+];
+
+function checkOptions(plugin: ArchPlugin, options: ArchConformanceOptions): void {
+  for (const [check, reason] of Object.entries(options.skip ?? {})) {
+    if (!(CONFORMANCE_CHECK_IDS as readonly string[]).includes(check)) {
+      throw new Error(`runArchConformance(${plugin.name}): skip names unknown check '${check}' (known: ${CONFORMANCE_CHECK_IDS.join(', ')})`);
+    }
+    if (typeof reason !== 'string' || reason.trim() === '') {
+      throw new Error(`runArchConformance(${plugin.name}): skipping '${check}' needs a reason`);
+    }
+  }
+  for (const t of options.vmTypes ?? []) {
+    if (!plugin.vmTypes.includes(t)) throw new Error(`runArchConformance(${plugin.name}): the plugin does not serve VM type '${t}'`);
+  }
+  const frames = options.hostFrames ?? DEFAULT_HOST_FRAMES;
+  if (!Number.isSafeInteger(frames) || frames < 2 * BASE_PFN) {
+    throw new Error(`runArchConformance(${plugin.name}): hostFrames must be an integer >= ${2 * BASE_PFN}`);
+  }
+}
+
+/** One check run by {@link runArchConformanceChecks}. */
+export interface ConformanceResult {
+  readonly check: ConformanceCheckId;
+  readonly vmType: string | undefined;
+  readonly outcome: CheckOutcome | { readonly status: 'skipped'; readonly reason: string } | { readonly status: 'failed'; readonly error: ConformanceError };
+}
+
+/**
+ * Runs every check outside a test runner and reports each outcome (failures included, never
+ * thrown): for tools, and to see the kit fail on a broken plugin.
+ */
+export function runArchConformanceChecks(plugin: ArchPlugin, options: ArchConformanceOptions = {}): ConformanceResult[] {
+  checkOptions(plugin, options);
+  const results: ConformanceResult[] = [];
+  const vmTypes = options.vmTypes ?? plugin.vmTypes;
+  for (const check of ARCH_CONFORMANCE_CHECKS) {
+    for (const vmType of check.perVmType ? vmTypes : [undefined]) {
+      const skip = options.skip?.[check.id];
+      if (skip !== undefined) {
+        results.push({ check: check.id, vmType, outcome: { status: 'skipped', reason: skip } });
+        continue;
+      }
+      try {
+        const outcome = check.run({ plugin, vmType: vmType ?? plugin.vmTypes[0] ?? plugin.name, options });
+        results.push({ check: check.id, vmType, outcome });
+      } catch (e) {
+        const error = isConformanceError(e)
+          ? e
+          : new ConformanceError(check.id, plugin.name, vmType, `the check itself threw ${errorText(e)}`, e);
+        results.push({ check: check.id, vmType, outcome: { status: 'failed', error } });
+      }
+    }
+  }
+  return results;
+}
+
+/** The test-runner functions {@link runArchConformance} registers checks with (vitest's, by default). */
+export interface ConformanceRunner {
+  describe(name: string, body: () => void): void;
+  it(name: string, body: (ctx: { skip(note?: string): never }) => void): void;
+  skip(name: string): void;
+}
+
+/**
+ * Registers the conformance suite for `plugin` as vitest `describe`/`it` blocks; call it at the top
+ * level of a plugin's test file:
+ *
+ * ```ts
+ * import { runArchConformance } from '@cocokit/sdk/testing';
+ * import snp from './index.js';
+ * runArchConformance(snp, { skip: { 'classify-fault': 'SNP needs the C-bit, covered in fault.test.ts' } });
+ * ```
+ *
+ * A check that does not apply to the plugin (e.g. no `gmemPrepare` hook) is reported as skipped
+ * with the reason.
+ */
+export function runArchConformance(plugin: ArchPlugin, options: ArchConformanceOptions = {}, runner?: ConformanceRunner): void {
+  checkOptions(plugin, options);
+  const r = runner ?? vitestRunner;
+  const vmTypes = options.vmTypes ?? plugin.vmTypes;
+  r.describe(`arch plugin conformance: ${plugin.name}`, () => {
+    for (const check of ARCH_CONFORMANCE_CHECKS) {
+      for (const vmType of check.perVmType ? vmTypes : [undefined]) {
+        const title = `${check.id}: ${check.title}${vmType && vmTypes.length > 1 ? ` [${vmType}]` : ''}`;
+        const skip = options.skip?.[check.id];
+        if (skip !== undefined) {
+          r.skip(`${title} (skipped: ${skip})`);
+          continue;
+        }
+        r.it(title, (ctx) => {
+          const outcome = check.run({ plugin, vmType: vmType ?? plugin.vmTypes[0] ?? plugin.name, options });
+          if (outcome.status === 'not-applicable') ctx.skip(`not applicable: ${outcome.reason}`);
+        });
+      }
+    }
+  });
+}
+
+const vitestRunner: ConformanceRunner = {
+  describe: (name, body) => vDescribe(name, body),
+  it: (name, body) => vIt(name, (ctx) => body(ctx)),
+  skip: (name) => vIt.skip(name, () => undefined),
+};
