@@ -2,6 +2,7 @@
 // rules of ../shared/STYLE.md that a linter can hold (no enum/namespace, type-only imports, and core
 // packages free of Node APIs so they also run in a browser).
 import js from '@eslint/js';
+import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 const nodeOnly = [
@@ -33,6 +34,11 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
       eqeqeq: ['error', 'always'],
     },
+  },
+  {
+    // Plain JavaScript here is Node tooling (scripts, configs, fixture packages).
+    files: ['**/*.js', '**/*.mjs'],
+    languageOptions: { globals: globals.node },
   },
   {
     files: ['packages/*/src/**/*.ts'],

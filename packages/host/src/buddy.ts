@@ -1,0 +1,463 @@
+/**
+ * The buddy allocator over host physical frames (mm/page_alloc.c), orders 0..18.
+ *
+ * Memory of the model scales with what is allocated, never with the host's size: each order's free
+ * list is a {@link RangeMap} of free block starts (adjacent free blocks of one order coalesce into a
+ * run, so a freshly booted 1 TiB host is one run of 1024 order-18 blocks), and allocated blocks are
+ * one more RangeMap keyed by frame whose value is the block's order and purpose (sequentially
+ * allocated 4 KiB pages of one purpose coalesce too). There is no per-frame array anywhere.
+ *
+ * Policy, deterministic and explainable: take the smallest order that has a free block (as
+ * `__rmqueue_smallest` does) and, within that order, the lowest address (our free lists are sorted,
+ * so "head of the list" is the lowest block). Splitting hands the upper halves back to the lower
+ * orders (`expand()`); freeing merges with the buddy while the buddy is free at the same order
+ * (`__free_one_page()`). Both are O(orders + log n).
+ *
+ * Errors: argument-shape mistakes (a non-integer pfn, an order outside 0..18, a pfn beyond the
+ * host) are `KvmError('EINVAL')` so a value that came from a user can be refused cleanly; state
+ * misuse (freeing a block that is not allocated, or with the wrong order, a double free) can only
+ * come from a bug in the caller's bookkeeping and is a `ModelInvariantError`. Running out is
+ * `KvmError('ENOMEM')`; asking for a specific block that is in use is `KvmError('EBUSY')`
+ * (`alloc_contig_range()`'s answer). A refused call changes nothing.
+ */
+import { KvmError, ModelInvariantError, RangeMap, pfn as toPfn } from '@cocokit/sdk';
+import type { Pfn } from '@cocokit/sdk';
+
+/** The largest order the allocator hands out: 1 GiB blocks (the kernel's MAX_PAGE_ORDER is 10; gigantic folios come from CMA/hugetlb, which this model folds in). */
+export const MAX_ORDER = 18;
+
+/**
+ * What an allocation is for; accounting is kept per purpose. The well-known ones are listed; any
+ * other string is accepted (a plugin may account its own pages).
+ */
+export type PagePurpose = 'guest_memfd' | 'anon' | 'page_table' | 'kernel' | (string & {});
+
+/** One allocated run as the allocator stores it: every block in the run has this order and purpose. */
+export interface AllocatedBlockInfo {
+  /** The order of each block of the run (blocks are aligned to it). */
+  readonly order: number;
+  /** What the pages are for. */
+  readonly purpose: PagePurpose;
+}
+
+/** A snapshot of the allocator's accounting. */
+export interface BuddyStats {
+  /** Frames the allocator manages. */
+  readonly totalFrames: number;
+  /** Frames on the free lists. */
+  readonly freeFrames: number;
+  /** Frames allocated (`totalFrames - freeFrames`). */
+  readonly usedFrames: number;
+  /** Allocated frames per purpose (purposes with zero frames are omitted). */
+  readonly usedByPurpose: Readonly<Record<string, number>>;
+  /** Free blocks per order, index = order (like /proc/buddyinfo). */
+  readonly freeBlocksByOrder: readonly number[];
+}
+
+const sameAllocation = (a: AllocatedBlockInfo, b: AllocatedBlockInfo): boolean =>
+  a.order === b.order && a.purpose === b.purpose;
+
+/** The start of `block`'s buddy at `order` (block XOR 2^order, in arithmetic: frames exceed 2^31). */
+function buddyOf(block: number, order: number): number {
+  const size = 2 ** order;
+  return (block / size) % 2 === 0 ? block + size : block - size;
+}
+
+/**
+ * A buddy allocator over `[0, nrFrames)`.
+ *
+ * @example
+ * const buddy = new BuddyAllocator(2 ** 24);       // 64 GiB
+ * const p = buddy.alloc(9, 'guest_memfd');          // one 2 MiB block, lowest address first
+ * buddy.free(p, 9);
+ */
+export class BuddyAllocator {
+  /** Frames managed. */
+  readonly nrFrames: number;
+  /** Free blocks per order: a frame is in `freeLists[o]` iff it belongs to a free block of order `o`. */
+  private readonly freeLists: RangeMap<true>[] = [];
+  private readonly freeBlocks: number[] = [];
+  private readonly allocated = new RangeMap<AllocatedBlockInfo>({ equals: sameAllocation });
+  private readonly used = new Map<string, number>();
+  private freeCount = 0;
+
+  /** Creates an allocator whose every frame is free, carved into the largest aligned blocks. */
+  constructor(nrFrames: number) {
+    if (!Number.isSafeInteger(nrFrames) || nrFrames <= 0 || nrFrames > 2 ** 40) {
+      throw new KvmError('EINVAL', 'BuddyAllocator', `nrFrames = ${nrFrames} is not an integer in [1, 2^40]`);
+    }
+    this.nrFrames = nrFrames;
+    for (let o = 0; o <= MAX_ORDER; o++) {
+      this.freeLists.push(new RangeMap<true>());
+      this.freeBlocks.push(0);
+    }
+    // memblock hands memory to the buddy allocator in the largest aligned blocks that fit
+    // (memblock_free_pages → __free_pages_core); a size that is not a multiple of 1 GiB leaves a
+    // tail of smaller blocks.
+    let cursor = 0;
+    while (cursor < nrFrames) {
+      let o = MAX_ORDER;
+      while (o > 0 && (cursor % 2 ** o !== 0 || cursor + 2 ** o > nrFrames)) o--;
+      const size = 2 ** o;
+      // Consecutive blocks of one order coalesce into one run: O(orders) runs in total.
+      const runEnd = o === MAX_ORDER ? alignDownTo(nrFrames, size) : cursor + size;
+      this.freeLists[o]!.set(cursor, runEnd, true);
+      this.freeBlocks[o]! += (runEnd - cursor) / size;
+      cursor = runEnd;
+    }
+    this.freeCount = nrFrames;
+  }
+
+  /** Frames on the free lists. */
+  get freeFrames(): number {
+    return this.freeCount;
+  }
+
+  /** Frames allocated. */
+  get usedFrames(): number {
+    return this.nrFrames - this.freeCount;
+  }
+
+  /** Frames allocated for `purpose`. */
+  usedBy(purpose: PagePurpose): number {
+    return this.used.get(purpose) ?? 0;
+  }
+
+  /** Free blocks of `order` (one line of /proc/buddyinfo). */
+  freeBlockCount(order: number): number {
+    return this.freeBlocks[order] ?? 0;
+  }
+
+  /** Runs stored across the free lists and the allocated map: the model's memory, not the host's. */
+  get runCount(): number {
+    let n = this.allocated.runCount;
+    for (const l of this.freeLists) n += l.runCount;
+    return n;
+  }
+
+  /**
+   * Whether a block of `order` could be allocated now (a free block of `order` or above exists).
+   * {@link BuddyAllocator.alloc} throws ENOMEM exactly when this is false.
+   */
+  canAlloc(order: number): boolean {
+    checkOrder(order, 'canAlloc');
+    for (let o = order; o <= MAX_ORDER; o++) if (this.freeBlocks[o]! > 0) return true;
+    return false;
+  }
+
+  /**
+   * Allocates a block of 2^order frames aligned to its size (alloc_pages): the lowest block of the
+   * smallest order that has one, split down to `order`. ENOMEM when no block of `order` can be
+   * formed; nothing changes then. O(orders + log n).
+   */
+  alloc(order: number, purpose: PagePurpose): Pfn {
+    checkOrder(order, 'alloc_pages');
+    let o = order;
+    while (o <= MAX_ORDER && this.freeBlocks[o] === 0) o++;
+    if (o > MAX_ORDER) {
+      throw new KvmError(
+        'ENOMEM',
+        'alloc_pages',
+        `no free block of order ${order} (${this.freeCount} frames free, fragmented or exhausted)`,
+      );
+    }
+    const head = this.freeLists[o]!.firstRun();
+    if (head === undefined) throw new ModelInvariantError('host.buddy-free-count', `order ${o} counted free but its list is empty`);
+    const block = head.start;
+    this.takeFree(block, o);
+    // expand(): the upper half of each split goes back on the next lower free list.
+    while (o > order) {
+      o--;
+      this.putFree(block + 2 ** o, o);
+    }
+    this.markAllocated(block, order, purpose);
+    return toPfn(block);
+  }
+
+  /**
+   * Allocates the specific block `[pfn, pfn + 2^order)` (as `alloc_contig_range()` does for a
+   * gigantic folio at a chosen place), splitting whatever free block contains it. EBUSY when any
+   * frame of it is in use; EINVAL when it is unaligned or outside the host. O(orders + log n).
+   */
+  allocAt(pfn: number, order: number, purpose: PagePurpose): Pfn {
+    checkOrder(order, 'alloc_contig_range');
+    this.checkBlockShape(pfn, order, 'alloc_contig_range');
+    // In a buddy allocator every fully free aligned block is inside one free block of its order
+    // or above (buddies always merge), so looking up the containing block is enough.
+    let o = order;
+    let block = -1;
+    for (; o <= MAX_ORDER; o++) {
+      const s = alignDownTo(pfn, 2 ** o);
+      if (this.freeLists[o]!.has(s)) {
+        block = s;
+        break;
+      }
+    }
+    if (block < 0) {
+      throw new KvmError('EBUSY', 'alloc_contig_range', `frames [${pfn}, ${pfn + 2 ** order}) are not all free`);
+    }
+    this.takeFree(block, o);
+    while (o > order) {
+      o--;
+      const half = 2 ** o;
+      if (pfn >= block + half) {
+        this.putFree(block, o);
+        block += half;
+      } else {
+        this.putFree(block + half, o);
+      }
+    }
+    this.markAllocated(block, order, purpose);
+    return toPfn(block);
+  }
+
+  /**
+   * Returns the block at `pfn` of `order` to the free lists, merging it with its buddy for as long
+   * as the buddy is free at the same order (`__free_one_page()`). Freeing a block that is not
+   * allocated, or with an order other than the one it has, is a ModelInvariantError.
+   */
+  free(pfn: number, order: number): void {
+    const info = this.checkAllocatedBlock(pfn, order, '__free_pages');
+    const size = 2 ** order;
+    this.allocated.clear(pfn, pfn + size);
+    this.addUsed(info.purpose, -size);
+    let block = pfn;
+    let o = order;
+    while (o < MAX_ORDER) {
+      const buddy = buddyOf(block, o);
+      // The buddy of a block at the end of a host whose size is not a multiple of 2^(o+1) lies
+      // outside it: nothing to merge with (the kernel checks pfn_valid / zone span likewise).
+      if (buddy + 2 ** o > this.nrFrames || !this.freeLists[o]!.has(buddy)) break;
+      this.takeFree(buddy, o);
+      block = Math.min(block, buddy);
+      o++;
+    }
+    this.putFree(block, o);
+  }
+
+  /**
+   * Splits the allocated block at `pfn` of `order` into allocated blocks of `newOrder`, keeping the
+   * purpose (guest_memfd's huge-folio split: the pages stay in use, only their folio size changes).
+   * O(log n): the pieces are one run.
+   */
+  splitAllocated(pfn: number, order: number, newOrder: number): void {
+    checkOrder(newOrder, 'split_folio');
+    const info = this.checkAllocatedBlock(pfn, order, 'split_folio');
+    if (newOrder >= order) {
+      throw new KvmError('EINVAL', 'split_folio', `new order ${newOrder} is not below the folio's order ${order}`);
+    }
+    this.allocated.set(pfn, pfn + 2 ** order, { order: newOrder, purpose: info.purpose });
+  }
+
+  /**
+   * Merges the allocated blocks that tile `[pfn, pfn + 2^newOrder)` into one allocated block of
+   * `newOrder` (the reverse of {@link BuddyAllocator.splitAllocated}). EINVAL unless every frame is
+   * allocated, with one purpose, in blocks of a lower order; nothing changes then.
+   */
+  mergeAllocated(pfn: number, newOrder: number): void {
+    checkOrder(newOrder, 'merge_folio');
+    this.checkBlockShape(pfn, newOrder, 'merge_folio');
+    const end = pfn + 2 ** newOrder;
+    const hole = this.allocated.firstWithout(pfn, end);
+    if (hole !== undefined) {
+      throw new KvmError('EINVAL', 'merge_folio', `frame ${hole} of [${pfn}, ${end}) is not allocated`);
+    }
+    let purpose: PagePurpose | undefined;
+    for (const r of this.allocated.runs(pfn, end)) {
+      if (r.value.order >= newOrder) {
+        throw new KvmError('EINVAL', 'merge_folio', `frame ${r.start} is already in a block of order ${r.value.order}`);
+      }
+      if (purpose !== undefined && r.value.purpose !== purpose) {
+        throw new KvmError('EINVAL', 'merge_folio', `frames of [${pfn}, ${end}) have different purposes`);
+      }
+      purpose = r.value.purpose;
+    }
+    this.allocated.set(pfn, end, { order: newOrder, purpose: purpose as PagePurpose });
+  }
+
+  /** Whether `pfn` is allocated. O(log n). */
+  isAllocated(pfn: number): boolean {
+    return this.allocated.has(pfn);
+  }
+
+  /** Whether `pfn` is on a free list. O(orders · log n). */
+  isFree(pfn: number): boolean {
+    return this.freeOrderOf(pfn) !== undefined;
+  }
+
+  /** The order of the free block containing `pfn`, or `undefined` when `pfn` is not free. */
+  freeOrderOf(pfn: number): number | undefined {
+    for (let o = 0; o <= MAX_ORDER; o++) if (this.freeLists[o]!.has(pfn)) return o;
+    return undefined;
+  }
+
+  /**
+   * The allocated block containing `pfn`: its first frame, order and purpose, or `undefined` if
+   * `pfn` is free. O(log n).
+   */
+  blockOf(pfn: number): { readonly pfn: Pfn; readonly order: number; readonly purpose: PagePurpose } | undefined {
+    const info = this.allocated.get(pfn);
+    if (info === undefined) return undefined;
+    return { pfn: toPfn(alignDownTo(pfn, 2 ** info.order)), order: info.order, purpose: info.purpose };
+  }
+
+  /** Whether every frame of `[start, end)` is allocated. O(log n + runs). */
+  isRangeAllocated(start: number, end: number): boolean {
+    return this.allocated.firstWithout(start, end) === undefined;
+  }
+
+  /** The allocated runs intersecting `[start, end)` (default: all), clipped. */
+  allocatedRuns(start?: number, end?: number): IterableIterator<{ start: number; end: number; value: AllocatedBlockInfo }> {
+    return this.allocated.runs(start, end);
+  }
+
+  /** The free runs of `order` (each run a sequence of aligned free blocks of that order). */
+  freeRuns(order: number): IterableIterator<{ start: number; end: number }> {
+    checkOrder(order, 'freeRuns');
+    return this.freeLists[order]!.runs();
+  }
+
+  /** A snapshot of the accounting. */
+  stats(): BuddyStats {
+    const usedByPurpose: Record<string, number> = {};
+    for (const [k, v] of this.used) if (v > 0) usedByPurpose[k] = v;
+    return {
+      totalFrames: this.nrFrames,
+      freeFrames: this.freeCount,
+      usedFrames: this.nrFrames - this.freeCount,
+      usedByPurpose,
+      freeBlocksByOrder: [...this.freeBlocks],
+    };
+  }
+
+  /**
+   * Checks the allocator (O(runs + order-18 blocks)): free blocks aligned and inside the host, no
+   * frame both free and allocated or free twice, buddies of free blocks never both free at the
+   * same order (they would have merged), allocated runs aligned to their order, and the counters
+   * (free frames, free blocks per order, frames per purpose) adding up. Throws
+   * ModelInvariantError('host.buddy-*').
+   */
+  checkInvariants(): void {
+    const fail = (name: string, detail: string): never => {
+      throw new ModelInvariantError(`host.buddy-${name}`, detail);
+    };
+    const pieces: Array<{ start: number; end: number; what: string }> = [];
+    let freeTotal = 0;
+    for (let o = 0; o <= MAX_ORDER; o++) {
+      const size = 2 ** o;
+      let blocks = 0;
+      this.freeLists[o]!.checkInvariants();
+      for (const r of this.freeLists[o]!.runs()) {
+        if (r.start % size !== 0 || (r.end - r.start) % size !== 0) {
+          fail('alignment', `free run [${r.start}, ${r.end}) of order ${o} is not made of aligned blocks`);
+        }
+        if (r.end > this.nrFrames) fail('range', `free run [${r.start}, ${r.end}) is past the host's ${this.nrFrames} frames`);
+        if (o < MAX_ORDER) {
+          for (let b = r.start; b < r.end; b += size) {
+            const buddy = buddyOf(b, o);
+            if (buddy + size <= this.nrFrames && this.freeLists[o]!.has(buddy)) {
+              fail('coalesced', `free blocks ${b} and ${buddy} of order ${o} are buddies and were not merged`);
+            }
+          }
+        }
+        blocks += (r.end - r.start) / size;
+        freeTotal += r.end - r.start;
+        pieces.push({ start: r.start, end: r.end, what: `free order ${o}` });
+      }
+      if (blocks !== this.freeBlocks[o]) fail('free-count', `order ${o}: ${blocks} free blocks, counter says ${this.freeBlocks[o]}`);
+    }
+    if (freeTotal !== this.freeCount) fail('free-count', `${freeTotal} frames free, counter says ${this.freeCount}`);
+    this.allocated.checkInvariants();
+    const byPurpose = new Map<string, number>();
+    let usedTotal = 0;
+    for (const r of this.allocated.runs()) {
+      const size = 2 ** r.value.order;
+      if (r.start % size !== 0 || (r.end - r.start) % size !== 0) {
+        fail('alignment', `allocated run [${r.start}, ${r.end}) is not made of aligned blocks of order ${r.value.order}`);
+      }
+      if (r.end > this.nrFrames) fail('range', `allocated run [${r.start}, ${r.end}) is past the host`);
+      usedTotal += r.end - r.start;
+      byPurpose.set(r.value.purpose, (byPurpose.get(r.value.purpose) ?? 0) + (r.end - r.start));
+      pieces.push({ start: r.start, end: r.end, what: `allocated ${r.value.purpose}` });
+    }
+    pieces.sort((a, b) => a.start - b.start);
+    for (let i = 1; i < pieces.length; i++) {
+      const a = pieces[i - 1]!;
+      const b = pieces[i]!;
+      if (a.end > b.start) fail('pfn-free-and-used', `[${a.start}, ${a.end}) (${a.what}) overlaps [${b.start}, ${b.end}) (${b.what})`);
+    }
+    if (usedTotal + freeTotal !== this.nrFrames) {
+      fail('accounting', `${freeTotal} free + ${usedTotal} used != ${this.nrFrames} frames`);
+    }
+    for (const [k, v] of this.used) {
+      if (v < 0) fail('accounting', `purpose ${k} counts ${v} frames`);
+      if ((byPurpose.get(k) ?? 0) !== v) fail('accounting', `purpose ${k}: ${byPurpose.get(k) ?? 0} frames allocated, counter says ${v}`);
+    }
+    for (const [k, v] of byPurpose) {
+      if ((this.used.get(k) ?? 0) !== v) fail('accounting', `purpose ${k}: ${v} frames allocated, counter says ${this.used.get(k) ?? 0}`);
+    }
+  }
+
+  // ---- internals ----
+
+  private takeFree(block: number, order: number): void {
+    this.freeLists[order]!.clear(block, block + 2 ** order);
+    this.freeBlocks[order]!--;
+    this.freeCount -= 2 ** order;
+  }
+
+  private putFree(block: number, order: number): void {
+    this.freeLists[order]!.set(block, block + 2 ** order, true);
+    this.freeBlocks[order]!++;
+    this.freeCount += 2 ** order;
+  }
+
+  private markAllocated(block: number, order: number, purpose: PagePurpose): void {
+    this.allocated.set(block, block + 2 ** order, { order, purpose });
+    this.addUsed(purpose, 2 ** order);
+  }
+
+  private addUsed(purpose: string, frames: number): void {
+    const v = (this.used.get(purpose) ?? 0) + frames;
+    if (v === 0) this.used.delete(purpose);
+    else this.used.set(purpose, v);
+  }
+
+  private checkBlockShape(pfn: number, order: number, op: string): void {
+    if (!Number.isSafeInteger(pfn) || pfn < 0) throw new KvmError('EINVAL', op, `pfn ${pfn} is not a non-negative integer`);
+    if (pfn % 2 ** order !== 0) throw new KvmError('EINVAL', op, `pfn ${pfn} is not aligned to order ${order}`);
+    if (pfn + 2 ** order > this.nrFrames) {
+      throw new KvmError('EINVAL', op, `block [${pfn}, ${pfn + 2 ** order}) is past the host's ${this.nrFrames} frames`);
+    }
+  }
+
+  /**
+   * The allocation info of the block at `pfn`, which must be allocated with exactly `order`:
+   * EINVAL for a malformed pfn/order, ModelInvariantError when no such block is allocated.
+   */
+  checkAllocatedBlock(pfn: number, order: number, op: string): AllocatedBlockInfo {
+    checkOrder(order, op);
+    this.checkBlockShape(pfn, order, op);
+    const info = this.allocated.get(pfn);
+    if (info === undefined) {
+      throw new ModelInvariantError('host.free-not-allocated', `${op}(${pfn}, ${order}): pfn ${pfn} is not allocated`);
+    }
+    if (info.order !== order) {
+      throw new ModelInvariantError(
+        'host.free-wrong-order',
+        `${op}(${pfn}, ${order}): pfn ${pfn} is in a block of order ${info.order}`,
+      );
+    }
+    return info;
+  }
+}
+
+function alignDownTo(frame: number, size: number): number {
+  return frame - (frame % size);
+}
+
+function checkOrder(order: number, op: string): void {
+  if (!Number.isInteger(order) || order < 0 || order > MAX_ORDER) {
+    throw new KvmError('EINVAL', op, `order ${order} is not an integer in [0, ${MAX_ORDER}]`);
+  }
+}
