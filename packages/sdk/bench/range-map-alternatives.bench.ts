@@ -4,8 +4,9 @@
  * `@js-sdsl/ordered-map` (a red-black tree, the most-downloaded ordered map on npm), each holding
  * 10^6 runs. Benchmark-only: @js-sdsl/ordered-map is a devDependency.
  *
- * Opt-in: it runs only when named, because sharing one process with range-map.bench.ts skews
- * that suite (sorted-btree's call sites turn polymorphic: RangeMap lookups measured 3-5x slower).
+ * Opt-in: it runs only when named. It justifies a dependency choice rather than tracking a figure
+ * across commits. (It once had to be kept apart because sharing a process with range-map.bench.ts
+ * made RangeMap lookups 3-5x slower; the harness now runs every suite in a process of its own.)
  *
  *   cd packages/sdk && pnpm bench range-map-alternatives
  */
