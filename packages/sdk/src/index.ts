@@ -48,7 +48,10 @@ export type { HostMemoryView, PageContents } from './host-view.js';
 // ---- uapi ----
 export * as uapi from './uapi.js';
 export type {
+  KvmClearDirtyLog,
   KvmCreateGuestMemfd,
+  KvmDirtyLog,
+  KvmEnableCap,
   KvmGmemConvert,
   KvmMemoryAttributes,
   KvmMemoryAttributes2,

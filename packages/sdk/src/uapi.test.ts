@@ -11,6 +11,12 @@ describe('uapi constants', () => {
     expect(uapi.KVM_MEM_USERFAULT).toBe(8);
     expect(uapi.KVM_USER_MEM_SLOTS).toBe(32764);
     expect(uapi.KVM_MEM_MAX_NR_PAGES).toBe(2147483647);
+    expect(uapi.KVM_SET_USER_MEMORY_REGION_V1_FLAGS).toBe(3);
+  });
+  it('dirty logging', () => {
+    expect(uapi.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2).toBe(168);
+    expect(uapi.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE).toBe(1);
+    expect(uapi.KVM_DIRTY_LOG_INITIALLY_SET).toBe(2);
   });
   it('attributes, guest_memfd flags and exits', () => {
     expect(uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE).toBe(8);

@@ -19,6 +19,16 @@ export const KVM_MEM_MAX_NR_PAGES = 2 ** 31 - 1;
 /** Address spaces on x86 with SMM (KVM_MAX_NR_ADDRESS_SPACES); `as_id` is `slot >> 16`. */
 export const KVM_MAX_NR_ADDRESS_SPACES = 2;
 
+/** Flags the v1 ioctl (`KVM_SET_USER_MEMORY_REGION`) accepts; anything else is EINVAL. */
+export const KVM_SET_USER_MEMORY_REGION_V1_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY;
+
+// ---- dirty logging ----
+export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;
+/** KVM_GET_DIRTY_LOG no longer clears (and re-protects); KVM_CLEAR_DIRTY_LOG does. */
+export const KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1 << 0;
+/** New dirty bitmaps start all set (only together with MANUAL_PROTECT_ENABLE). */
+export const KVM_DIRTY_LOG_INITIALLY_SET = 1 << 1;
+
 // ---- memory attributes ----
 /** Bits 0-2 are left free for future RWX attributes. */
 export const KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3;
@@ -123,6 +133,29 @@ export interface KvmUserspaceMemoryRegion2 {
   guest_memfd?: number;
   /** PROPOSED (KVM Userfault): takes pad2[0]. */
   userfault_bitmap?: number | bigint;
+}
+
+/** `struct kvm_dirty_log { u32 slot; u32 padding1; union { void *dirty_bitmap; u64 padding2; }; }` */
+export interface KvmDirtyLog {
+  slot: number;
+  /** Where to copy the bitmap; must hold `ALIGN(npages, 64) / 8` bytes (EFAULT otherwise). Allocated if absent. */
+  dirty_bitmap?: Uint8Array;
+}
+
+/** `struct kvm_clear_dirty_log { u32 slot; u32 num_pages; u64 first_page; void *dirty_bitmap; }` */
+export interface KvmClearDirtyLog {
+  slot: number;
+  num_pages: number;
+  first_page: number | bigint;
+  /** Bit i ↔ page `first_page + i`; must hold `ALIGN(num_pages, 64) / 8` bytes (EFAULT otherwise). */
+  dirty_bitmap: Uint8Array;
+}
+
+/** `struct kvm_enable_cap { u32 cap; u32 flags; u64 args[4]; u8 pad[64]; }` */
+export interface KvmEnableCap {
+  cap: number;
+  flags?: number;
+  args: readonly (number | bigint)[];
 }
 
 /** `struct kvm_create_guest_memfd { u64 size; u64 flags; u64 reserved[6]; }` */
