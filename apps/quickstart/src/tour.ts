@@ -38,7 +38,8 @@ export function tour(): TourResult {
 
   // A 1 TiB host: nothing proportional to its size is allocated.
   const host = createHost({ bytes: TiB, sim });
-  steps.push(['host', `1 TiB of frames, ${host.stats().modelRuns} runs of model state`]);
+  const runs = host.stats().modelRuns;
+  steps.push(['host', `1 TiB of frames, ${runs} run${runs === 1 ? '' : 's'} of model state`]);
 
   // The VMM's own memory: anonymous, faulted in on first touch; outside any VMA is SIGSEGV.
   const vmm = host.createProcess('vmm');
