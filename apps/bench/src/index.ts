@@ -3,3 +3,4 @@ export type { BenchReport, BenchResult, SuiteContext, TaskOptions } from './suit
 export { machineInfo, currentCommit } from './machine.js';
 export type { MachineInfo } from './machine.js';
 export { workspaceRoot } from './workspace.js';
+export { heapUsed } from './heap.js';

@@ -5,18 +5,8 @@
  *   cd packages/host && pnpm bench buddy
  *   COCOKIT_BENCH_QUICK=1 pnpm bench buddy
  */
-import { runInNewContext } from 'node:vm';
-import { setFlagsFromString } from 'node:v8';
-import { runSuite } from '@cocokit/bench';
+import { heapUsed, runSuite } from '@cocokit/bench';
 import { createHost } from '@cocokit/host';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-const heapUsed = (): number => {
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-};
 
 const GIB64 = 64 * 2 ** 30;
 const BATCH = 1000;

@@ -10,11 +10,10 @@
  *
  *   cd packages/sdk && pnpm bench range-map-alternatives
  */
-import { runInNewContext } from 'node:vm';
-import { setFlagsFromString } from 'node:v8';
 import { OrderedMap } from '@js-sdsl/ordered-map';
 import BTreeDefault from 'sorted-btree';
-import { runSuite } from '@cocokit/bench';
+import { heapUsed, runSuite } from '@cocokit/bench';
+import { createRng } from '../src/sim/rng.js';
 
 // sorted-btree is CommonJS with `exports.default` (see src/range-map.ts).
 const BTree: typeof BTreeDefault = (BTreeDefault as unknown as { default?: typeof BTreeDefault }).default ?? BTreeDefault;
@@ -27,22 +26,10 @@ interface StoredRun {
 
 const RUNS = 1e6;
 const BATCH = 1000;
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-const heapUsed = (): number => {
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-};
-
+/** Deterministic frames from the sdk's seeded Rng, so every run measures the same work. */
 function randomInts(count: number, below: number, seed: number): Float64Array {
-  const out = new Float64Array(count);
-  let x = seed;
-  for (let i = 0; i < count; i++) {
-    x = (x * 48271) % 2147483647; // Park–Miller: arithmetic only
-    out[i] = Math.floor((x / 2147483647) * below);
-  }
-  return out;
+  const rng = createRng(seed);
+  return Float64Array.from({ length: count }, () => rng.int(0, below));
 }
 
 let sink = 0;

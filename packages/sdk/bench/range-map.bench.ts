@@ -6,37 +6,19 @@
  *   cd packages/sdk && pnpm bench range-map          # full (~2-3 min)
  *   COCOKIT_BENCH_QUICK=1 pnpm bench range-map       # quick
  */
-import { runInNewContext } from 'node:vm';
-import { setFlagsFromString } from 'node:v8';
-import { runSuite } from '@cocokit/bench';
+import { heapUsed, runSuite } from '@cocokit/bench';
 import type { SuiteContext } from '@cocokit/bench';
 import { RangeMap } from '../src/range-map.js';
+import { createRng } from '../src/sim/rng.js';
 
 const quick = process.env['COCOKIT_BENCH_QUICK'] === '1';
 const TIB_FRAMES = 2 ** 28;
 const BATCH = 1000; // ops per timed call, so sub-microsecond ops are measurable
 
-// A real gc() for honest heap deltas (the bench runs under tsx, without --expose-gc).
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-const heapUsed = (): number => {
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-};
-
-/** Deterministic frames (mulberry32), so every run measures the same work. */
+/** Deterministic frames from the sdk's seeded Rng, so every run measures the same work. */
 function randomInts(count: number, below: number, seed: number): Float64Array {
-  const out = new Float64Array(count);
-  let a = seed >>> 0;
-  for (let i = 0; i < count; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * below);
-  }
-  return out;
+  const rng = createRng(seed);
+  return Float64Array.from({ length: count }, () => rng.int(0, below));
 }
 
 /**

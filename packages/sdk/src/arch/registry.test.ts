@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { rejection } from '../../test/rejection.js';
 import { defineArchPlugin } from './define.js';
-import { isArchPluginError, type ArchPluginError } from './errors.js';
+import { isArchPluginError } from './errors.js';
 import {
   archPackageNames,
   createArchRegistry,
@@ -35,15 +36,6 @@ function fakeImporter(packages: Record<string, () => unknown>, log: string[] = [
   };
 }
 
-async function rejection(p: Promise<unknown>): Promise<ArchPluginError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isArchPluginError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('registry: register, get, unregister', () => {
   it('registers a plugin under each of its VM types, idempotently', () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { isArchPluginError, type ArchPluginError } from '../arch/errors.js';
+import { rejection } from '../../test/rejection.js';
 import { createArchRegistry, defaultArchImporter, type ArchImporter } from '../arch/registry.js';
 import { findInstalledPackage, findPackageRoot, listInstalledArchs, nodeDiscovery, nodeImporter } from './discovery.js';
 
@@ -11,15 +11,6 @@ const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fi
 const app = join(fixtures, 'app');
 const hoistedApp = join(fixtures, 'hoisted/packages/app');
 
-async function rejection(p: Promise<unknown>): Promise<ArchPluginError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isArchPluginError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('finding packages on disk', () => {
   it('finds the nearest package.json at or above a directory', async () => {
