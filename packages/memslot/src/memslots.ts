@@ -586,11 +586,7 @@ export class Memslots {
     const change = this.change('delete', old, undefined);
     this.inChange = true;
     try {
-      // kvm_invalidate_memslot: publish the INVALID copy, then flush the slot's mappings.
-      old.invalid = true;
-      this.swap(space);
-      this.config.sim?.charge('memslot.flush_shadow_memslot');
-      this.notifyBefore(change);
+      this.invalidate(space, old, change);
       this.remove(space, old);
       this.swap(space);
       // kvm_free_memslot → kvm_gmem_unbind; the file range becomes bindable again.
@@ -611,10 +607,7 @@ export class Memslots {
     const change = this.change('move', old, next);
     this.inChange = true;
     try {
-      old.invalid = true;
-      this.swap(space);
-      this.config.sim?.charge('memslot.flush_shadow_memslot');
-      this.notifyBefore(change);
+      this.invalidate(space, old, change);
       // x86 kvm_alloc_memslot_metadata: fresh lpage_info for the new position.
       next.lpage = this.newLpage(baseGfn, old.npages);
       this.replace(space, old, next);
@@ -624,6 +617,18 @@ export class Memslots {
       this.inChange = false;
     }
     this.trace('memslot.move', { asId: old.asId, id: old.id, from: old.baseGfn, to: baseGfn, npages: old.npages });
+  }
+
+  /**
+   * kvm_invalidate_memslot, the first half of DELETE and MOVE: publish the old slot as INVALID (a
+   * vCPU now sees no memslot there), then let subscribers flush its mappings
+   * (kvm_arch_flush_shadow_memslot).
+   */
+  private invalidate(space: AddressSpace, old: Slot, change: MemslotChange): void {
+    old.invalid = true;
+    this.swap(space);
+    this.config.sim?.charge('memslot.flush_shadow_memslot');
+    this.notifyBefore(change);
   }
 
   private updateFlags(space: AddressSpace, old: Slot, flags: number): void {
