@@ -85,6 +85,11 @@ export class DirectMap {
     return this.removed.has(pfn);
   }
 
+  /** Frames of `[start, end)` removed from the direct map (temporarily restored ones included). O(log n + runs). */
+  removedCount(start: number, end: number): number {
+    return this.removed.count(start, end);
+  }
+
   /** Outstanding temporary restorations of `pfn`. */
   tempCount(pfn: number): number {
     return this.temp.get(pfn) ?? 0;

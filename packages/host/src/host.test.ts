@@ -119,6 +119,19 @@ describe('Host references, pins and frees', () => {
     checkInvariants(h);
   });
 
+  it('directMapRemovedCount counts removed frames of a range, temporarily restored ones included', () => {
+    const h = createHost({ frames: 1024 });
+    const p = h.allocPages(9, 'guest_memfd');
+    expect(h.directMapRemovedCount(p, p + 512)).toBe(0);
+    h.removeFromDirectMap(p + 8, p + 16);
+    const t = h.tempMap(p + 9);
+    expect(h.isDirectMapped(p + 9)).toBe(true);
+    expect(h.directMapRemovedCount(p, p + 512)).toBe(8);
+    expect(h.directMapRemovedCount(p + 12, p + 100)).toBe(4);
+    t.unmap();
+    expect(isKvmError(thrown(() => h.directMapRemovedCount(5, 4)), 'EINVAL')).toBe(true);
+  });
+
   it('direct-map removal charges updates and a shootdown, temporary maps are counted', () => {
     const sim = createSim();
     const h = createHost({ frames: 4096, sim });

@@ -19,6 +19,7 @@ import {
   KvmError,
   ModelInvariantError,
   RangeMap,
+  checkFrameRange,
   bytesToFrames,
   pfn as toPfn,
 } from '@cocokit/sdk';
@@ -397,6 +398,15 @@ export class Host implements HostMemoryView {
   /** Outstanding temporary restorations of `pfn`. */
   tempMapCount(pfn: Pfn | number): number {
     return this.dm.tempCount(pfn);
+  }
+
+  /**
+   * Frames of `[start, end)` taken out of the direct map, temporarily restored ones included: lets
+   * an owner check a whole folio run at once (guest_memfd's NO_DIRECT_MAP invariant).
+   */
+  directMapRemovedCount(start: number, end: number): number {
+    checkFrameRange(start, end, 'directMapRemovedCount');
+    return this.dm.removedCount(start, end);
   }
 
   /** Direct-map statistics: removals, temporary remaps, bytes exposed, exposure time, shootdowns. */
