@@ -1,0 +1,68 @@
+import { CONTRACT_API_VERSION, isModelInvariantError, validateArchPlugin } from '@cocokit/sdk';
+import { createArchTestVm, runArchConformance } from '@cocokit/sdk/testing';
+import { describe, expect, it } from 'vitest';
+import snp, { rmpForHost } from './index.js';
+import type { SnpGuestApi, SnpVmApi } from './api.js';
+
+runArchConformance(snp);
+
+describe('the snp plugin', () => {
+  it('is a valid plugin of the current contract serving vm type snp', () => {
+    expect(validateArchPlugin(snp, 'test')).toBe(snp);
+    expect(snp.name).toBe('snp');
+    expect(snp.vmTypes).toEqual(['snp']);
+    expect(snp.apiVersion).toBe(CONTRACT_API_VERSION);
+  });
+
+  it('refuses unknown or mistyped options', () => {
+    expect(() => createArchTestVm(snp, 'snp', { vmOptions: { bogus: 1 } })).toThrow(/unknown option 'bogus'/);
+    expect(() => createArchTestVm(snp, 'snp', { vmOptions: { mapGpaRangeExit: 'yes' } })).toThrow(/boolean/);
+    expect(() => createArchTestVm(snp, 'snp', { vmOptions: { acceptChunkPages: 100 } })).toThrow(/multiple of 512/);
+  });
+
+  it('classifies a fault as private exactly when the guest set the C-bit', () => {
+    const { vm } = createArchTestVm(snp, 'snp');
+    expect(vm.classifyFault?.({ gpa: 0x5123, access: 'read', encrypted: true })).toEqual({ gfn: 5, private: true });
+    expect(vm.classifyFault?.({ gpa: 0x5123, access: 'read', encrypted: false })).toEqual({ gfn: 5, private: false });
+    expect(vm.classifyFault?.({ gpa: 0x5123, access: 'read' })).toEqual({ gfn: 5, private: false });
+  });
+
+  it('shares one RMP between the VMs of a host, each with its own ASID', () => {
+    const a = createArchTestVm(snp, 'snp');
+    const b = snp.createVm(a.ctx);
+    const va = a.vm.vmApi as SnpVmApi;
+    const vb = b.vmApi;
+    expect(vb.asid).not.toBe(va.asid);
+    a.vm.gmemPrepare?.(0x1000 as never, 0x10 as never, 0);
+    expect(vb.rmpEntry(0x1000)).toMatchObject({ assigned: true, asid: va.asid });
+    // VM b cannot validate a page that VM a owns: the RMP check fails (its own translation has none).
+    expect((b.guestApi as SnpGuestApi).pvalidate(0x10 * 4096, '4K', true)).toMatchObject({ kind: 'npf', reason: 'not-present' });
+    expect(() => b.checkInvariants?.()).not.toThrow();
+  });
+
+  it('checkInvariants catches an Immutable page of the VM outside a launch, and a stale translation', () => {
+    const t = createArchTestVm(snp, 'snp');
+    const api = t.vm.vmApi as SnpVmApi;
+    const rmp = rmpForHost(t.host);
+    rmp.rmpupdate(0x3000, '4K', { asid: api.asid, gfn: 0x30, immutable: true });
+    let err: unknown;
+    try {
+      t.vm.checkInvariants?.();
+    } catch (e) {
+      err = e;
+    }
+    expect(isModelInvariantError(err) && err.invariant).toBe('snp.vm.immutable');
+
+    const u = createArchTestVm(snp, 'snp');
+    u.vm.gmemPrepare?.(0x4000 as never, 0x40 as never, 0);
+    // Returned behind KVM's back (not through gmemInvalidate): the VM's translation is now stale.
+    rmpForHost(u.host).rmpupdate(0x4000, '4K', null);
+    err = undefined;
+    try {
+      u.vm.checkInvariants?.();
+    } catch (e) {
+      err = e;
+    }
+    expect(isModelInvariantError(err) && err.invariant).toBe('snp.vm.translation');
+  });
+});
