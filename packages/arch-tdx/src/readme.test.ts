@@ -1,0 +1,44 @@
+// The README's example, run as a test so it stays runnable (and with @cocokit/host, a dev
+// dependency, as the host memory a real VM would lend the plugin).
+import { createHost } from '@cocokit/host';
+import { createSim, gfn, pfn, type ArchExit, type MappingLevel } from '@cocokit/sdk';
+import { expect, it } from 'vitest';
+import tdx, { KVM_TDX_MEASURE_MEMORY_REGION } from './index.js';
+
+it('runs the README example', () => {
+  const sim = createSim();
+  sim.costs.register(tdx.name, tdx.costs);
+  const host = createHost({ bytes: 2 ** 32, sim });
+  const exits: ArchExit[] = [];
+  const vm = tdx.createVm({
+    sim,
+    host,
+    vmType: 'tdx',
+    options: { gpaw: 48 },
+    exit(e) {
+      exits.push(e);
+      throw new Error(`exit ${e.reason}`);
+    },
+  });
+  const [p0, p1] = [host.allocPages(0, 'guest_memfd'), host.allocPages(0, 'guest_memfd')];
+
+  // KVM_PRE_FAULT_MEMORY of one page, as the MMU does it: SEPT.ADD each missing level, then the leaf.
+  // (Level 3, the entry under the PML4 root, is outside MappingLevel's 0..2: see the report's gaps.)
+  for (const level of [3, 2, 1]) vm.linkPrivateTable(gfn(0x100), level as MappingLevel);
+  vm.setPrivateSpte(gfn(0x100), 0, pfn(p0)); // before finalize: premapped, no SEAMCALL
+  // KVM_TDX_INIT_MEM_REGION with measurement: TDH.MEM.PAGE.ADD + 16 × TDH.MR.EXTEND.
+  vm.vmApi.initMemRegion({ gpa: 0x100000, nrPages: 1, sources: [{ kind: 'zero' }] }, KVM_TDX_MEASURE_MEMORY_REGION);
+  const { digest } = vm.finalize(); // TDH.MR.FINALIZE: 48-byte MRTD
+  // After finalize a fault is TDH.MEM.PAGE.AUG (PENDING); the guest must accept before use.
+  vm.setPrivateSpte(gfn(0x101), 0, pfn(p1));
+  const before = vm.guestApi.access(0x101000, 'read'); // { kind: 've', ... }: #VE
+  const accepted = vm.guestApi.accept(0x101000); // { kind: 'status', status: 0n }
+  const host1 = vm.hostAccess(pfn(p1), true); // { signal: 'SIGBUS', kind: 'integrity', ... }
+
+  expect(digest).toHaveLength(48);
+  expect(before.kind).toBe('ve');
+  expect(accepted).toEqual({ kind: 'status', status: 0n });
+  expect(host1).toMatchObject({ signal: 'SIGBUS', kind: 'integrity' });
+  expect(sim.now).toBeGreaterThan(0);
+  expect(exits).toEqual([]);
+});

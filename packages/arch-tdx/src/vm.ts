@@ -1,0 +1,449 @@
+/**
+ * One TD as the core sees it: the {@link ArchVm} hooks of the contract, implemented the way
+ * arch/x86/kvm/vmx/tdx.c implements the matching kvm_x86_ops, on top of a {@link TdxModule} that
+ * holds the real (Secure) EPT while the core's MMU keeps the mirror root (capabilities.mirrorRoot).
+ *
+ * Launch follows seed 001: KVM_PRE_FAULT_MEMORY builds the S-EPT path (the MMU calls
+ * `linkPrivateTable` → TDH.MEM.SEPT.ADD for each missing level, then `setPrivateSpte`, which before
+ * finalize only records the page as "premapped", tdx_mem_page_record_premap_cnt);
+ * KVM_TDX_INIT_MEM_REGION then PAGE.ADDs (and optionally measures) each premapped page through
+ * `populate`; KVM_TDX_FINALIZE_VM closes MRTD. After finalize, `setPrivateSpte` is TDH.MEM.PAGE.AUG.
+ *
+ * Upstream moved on from seed 001 in two steps, which the model does not follow: since v6.16
+ * tdx_gmem_post_populate maps the page itself (kvm_tdp_map_page), so INIT_MEM_REGION works without
+ * a prior KVM_PRE_FAULT_MEMORY; and kvm-x86 commit 6b5b71f ("ADD pages to the TD image while
+ * populating mirror EPT entries") does PAGE.ADD inside the set-SPTE callback, dropping the premap
+ * count. The plugin cannot map on its own (the mirror root is the core's), so it keeps seed 001's
+ * refusal; a core that wants upstream's behaviour pre-faults inside INIT_MEM_REGION.
+ */
+import {
+  KvmError,
+  ModelInvariantError,
+  archError,
+  archOk,
+  isKvmError,
+  type ArchCapabilities,
+  type ArchMeasurement,
+  type ArchResult,
+  type ArchVm,
+  type ArchVmContext,
+  type FaultClass,
+  type Gfn,
+  type GuestFault,
+  type HostFault,
+  type MappingLevel,
+  type PageSource,
+  type Pfn,
+  gfn as toGfn,
+} from '@cocokit/sdk';
+import { createTdxGuest, type TdvmcallResult, type TdxGuestApi, type TdxGuestState } from './guest.js';
+import { TDX_EXTENDMR_CHUNKSIZE } from './measure.js';
+import { TdxModule, type Gpaw } from './module.js';
+import { SEPT_STATE, framesAtLevel, isLeaf } from './sept.js';
+import { TDX_STATUS, isTdxOperandBusy, seamcallToArchResult, tdxStatusName } from './status.js';
+
+/** KVM_TDX_MEASURE_MEMORY_REGION (arch/x86/include/uapi/asm/kvm.h): measure each page with MR.EXTEND. */
+export const KVM_TDX_MEASURE_MEMORY_REGION = 1;
+
+/** The page kinds `populate` takes for TDX: measured (PAGE.ADD + 16 × MR.EXTEND) or not. */
+export const TDX_POPULATE_KINDS = ['measured', 'unmeasured'] as const;
+
+/** Options of a TD, passed by the VMM in `createVm({ type: 'tdx', options })`. */
+export interface TdxVmOptions {
+  /** GPAW: 48 (shared bit 47, 4-level S-EPT; default) or 52 (bit 51, 5-level). */
+  readonly gpaw?: Gpaw;
+  /**
+   * Model the pending "KVM: TDX huge page support for private memory" series (A.8): private
+   * mappings up to 2M (PAGE.AUG at 2M, split with BLOCK/TRACK/DEMOTE). Default false: upstream
+   * maps private memory at 4K only.
+   */
+  readonly hugePages?: boolean;
+  /**
+   * TD attribute SEPT_VE_DISABLE (bit 28). Default false: a guest access to a PENDING page raises
+   * #VE. Set, it exits to KVM, which kills the VM ("Guest access before accepting").
+   */
+  readonly septVeDisable?: boolean;
+}
+
+/** KVM_TDX_INIT_MEM_REGION's region (struct kvm_tdx_init_mem_region), with the source pages' contents. */
+export interface TdxInitMemRegion {
+  /** First GPA, bytes; 4 KiB-aligned and private (shared bit clear). */
+  readonly gpa: number;
+  /** Pages; at least 1. */
+  readonly nrPages: number;
+  /** The contents of each source page (what `source_addr` points to), one per page. */
+  readonly sources: readonly PageSource[];
+}
+
+/** How far KVM_TDX_INIT_MEM_REGION got: the region as KVM writes it back (gpa advanced, nr_pages decremented). */
+export interface TdxInitMemRegionProgress {
+  readonly gpa: number;
+  readonly nrPages: number;
+}
+
+/** What the TDX plugin offers the VMM beyond the generic ioctls (the plugin's `vmApi`). */
+export interface TdxVmApi {
+  /** The TD's TDX module: the S-EPT, MRTD and every SEAMCALL, for inspection and experiments. */
+  readonly module: TdxModule;
+  /** Pages premapped by KVM_PRE_FAULT_MEMORY and not yet added by KVM_TDX_INIT_MEM_REGION (nr_premapped). */
+  readonly premapped: number;
+  /**
+   * KVM_TDX_INIT_MEM_REGION: PAGE.ADD each page of `region` (and, with
+   * {@link KVM_TDX_MEASURE_MEMORY_REGION} in `flags`, MR.EXTEND it in 256-byte chunks) through
+   * `populate`. Every page must have been pre-faulted (KVM_PRE_FAULT_MEMORY) first.
+   *
+   * @throws {@link KvmError} EINVAL (flags, alignment, empty or wrapping region, shared GPA, TD
+   *   finalized, wrong number of sources); ENOENT (a page was not pre-faulted); EAGAIN, EBUSY, EIO,
+   *   EOPNOTSUPP from `populate`. The error's `data` is the region written back (`gpa`, `nrPages`
+   *   left), as KVM copies it to userspace so the VMM can resume.
+   */
+  initMemRegion(region: TdxInitMemRegion, flags?: number): TdxInitMemRegionProgress;
+  /** KVM_TDX_FINALIZE_VM: the same as the `finalize` hook. */
+  finalizeVm(): ArchMeasurement;
+  /**
+   * Whether userspace enabled KVM_CAP_EXIT_HYPERCALL with the KVM_HC_MAP_GPA_RANGE bit; without it
+   * MapGPA answers SUBFUNC_UNSUPPORTED (tdx_map_gpa). Default off, as in KVM.
+   */
+  setMapGpaExit(enabled: boolean): void;
+  /**
+   * Completes the KVM_HC_MAP_GPA_RANGE exit of `vcpu` with userspace's `hypercall.ret`
+   * (tdx_complete_vmcall_map_gpa): returns the TDVMCALL result the guest gets, or exits again for
+   * the next 2 MiB chunk through `ctx.exit`. `pendingEvents`: the vCPU has an event to deliver
+   * (kvm_vcpu_has_events), so KVM stops with RETRY.
+   */
+  completeMapGpa(vcpu: number, ret: number, pendingEvents?: boolean): TdvmcallResult;
+}
+
+declare module '@cocokit/sdk' {
+  interface ArchVmApis {
+    tdx: TdxVmApi;
+  }
+  interface ArchGuestApis {
+    tdx: TdxGuestApi;
+  }
+}
+
+/** The hooks a TD implements (all but gmemPrepare, gmemInvalidate and the conversion hooks). */
+type TdxHooks =
+  | 'classifyFault'
+  | 'maxMappingLevel'
+  | 'populate'
+  | 'linkPrivateTable'
+  | 'setPrivateSpte'
+  | 'removePrivateSpte'
+  | 'splitPrivateSpte'
+  | 'hostAccess'
+  | 'checkInvariants';
+
+/** The ArchVm of a TD: the hooks TDX implements, present, and its VM and guest APIs. */
+export type TdxArchVm = Omit<ArchVm<TdxVmApi, TdxGuestApi>, 'finalize'> &
+  Required<Pick<ArchVm<TdxVmApi, TdxGuestApi>, TdxHooks>> & {
+    readonly vmApi: TdxVmApi;
+    readonly guestApi: TdxGuestApi;
+    finalize(): ArchMeasurement;
+  };
+
+const KNOWN_OPTIONS = new Set(['gpaw', 'hugePages', 'septVeDisable']);
+
+function parseOptions(options: Readonly<Record<string, unknown>>): Required<TdxVmOptions> {
+  for (const k of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(k)) throw new KvmError('EINVAL', 'KVM_CREATE_VM(tdx)', `unknown TDX option '${k}' (known: ${[...KNOWN_OPTIONS].join(', ')})`);
+  }
+  const gpaw = options['gpaw'] ?? 48;
+  // KVM_TDX_INIT_VM: GPAW must be 48 or 52 (52 only with 5-level EPT), else -EINVAL.
+  if (gpaw !== 48 && gpaw !== 52) throw new KvmError('EINVAL', 'KVM_TDX_INIT_VM', `GPAW ${String(gpaw)} is neither 48 nor 52`);
+  for (const k of ['hugePages', 'septVeDisable'] as const) {
+    if (options[k] !== undefined && typeof options[k] !== 'boolean') throw new KvmError('EINVAL', 'KVM_CREATE_VM(tdx)', `option ${k} must be a boolean`);
+  }
+  return { gpaw, hugePages: options['hugePages'] === true, septVeDisable: options['septVeDisable'] === true };
+}
+
+/**
+ * Creates the arch state of one TD.
+ *
+ * @throws {@link KvmError} EINVAL for an unknown option or a GPAW other than 48/52.
+ */
+export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
+  const opts = parseOptions(ctx.options);
+  const module = new TdxModule({ sim: ctx.sim, host: ctx.host, gpaw: opts.gpaw });
+  const maxLevel: MappingLevel = opts.hugePages ? 1 : 0;
+  /** gfn → pfn premapped by the MMU before finalize, not yet PAGE.ADDed (nr_premapped). */
+  const premapped = new Map<number, number>();
+  const premappedPfns = new Set<number>();
+  let addsAtFinalize: number | undefined;
+  /** Set by a KVM_BUG_ON after a failed SEAMCALL: the VM is dead to every later hook (kvm_vm_bugged). */
+  let bugged: string | undefined;
+  const guestState: TdxGuestState = { mapGpaExit: false, septVeDisable: opts.septVeDisable, mapGpa: new Map() };
+  const guest = createTdxGuest(ctx, module, guestState);
+  const bit = 2 ** module.sharedBit;
+
+  const capabilities: ArchCapabilities = Object.freeze({
+    privateMem: true,
+    privateByDefault: true,
+    sharedGpaBit: module.sharedBit,
+    maxPrivateLevel: maxLevel,
+    mirrorRoot: true,
+    inPlaceConversion: false,
+    measurement: 'mrtd',
+  });
+
+  /** An input the core never sends: refused without bugging the VM, nothing changed. */
+  const badInput = (what: string): ArchResult => archError('EINVAL', what);
+
+  /** A SEAMCALL failure KVM meets with KVM_BUG_ON: the VM is bugged, the hook answers -EIO. */
+  const bug = (leaf: string, status: bigint): ArchResult => {
+    bugged ??= `${leaf} failed with ${tdxStatusName(status)}`;
+    return archError('EIO', `${leaf} failed with ${tdxStatusName(status)} (KVM_BUG_ON: the VM is bugged)`);
+  };
+
+  const checkFrames = (gfn: number, level: number, pfn?: number): string | undefined => {
+    if (!Number.isSafeInteger(gfn) || gfn < 0 || gfn >= module.privateGfnLimit) return `gfn ${gfn} is not a private frame of a GPAW-${module.gpaw} TD`;
+    if (level !== 0 && level !== 1 && level !== 2) return `level ${String(level)} is not 0, 1 or 2`;
+    const n = framesAtLevel(level);
+    if (gfn % n !== 0) return `gfn 0x${gfn.toString(16)} is not aligned to level ${level}`;
+    if (pfn !== undefined) {
+      if (!Number.isSafeInteger(pfn) || pfn < 0 || pfn + n > ctx.host.nrFrames) return `pfn ${pfn} is outside host memory`;
+      if (pfn % n !== 0) return `pfn 0x${pfn.toString(16)} is not aligned to level ${level}`;
+    }
+    return undefined;
+  };
+
+  /** A SEAMCALL KVM retries once after stopping vCPUs from entering (tdx_no_vcpus_enter_start). */
+  const retryOnce = (call: () => bigint): bigint => {
+    const first = call();
+    return isTdxOperandBusy(first) ? call() : first;
+  };
+
+  /** KVM's tdx_track: TRACK (retried once when busy), then kick every vCPU out of guest mode. */
+  const trackAndKick = (): bigint => {
+    if (!module.finalized) return TDX_STATUS.TDX_SUCCESS;
+    const status = retryOnce(() => module.track());
+    module.kickVcpus();
+    return status;
+  };
+
+  function populate(gfn: Gfn, pfn: Pfn, src: PageSource | null, kind: string): void {
+    const op = 'KVM_TDX_INIT_MEM_REGION';
+    if (!(TDX_POPULATE_KINDS as readonly string[]).includes(kind)) throw new KvmError('EINVAL', op, `page kind '${kind}' is not one of ${TDX_POPULATE_KINDS.join(', ')}`);
+    if (bugged) throw new KvmError('EIO', op, `the VM is bugged: ${bugged}`);
+    const bad = checkFrames(gfn, 0, pfn);
+    if (bad) throw new KvmError('EINVAL', op, bad);
+    // tdx_vcpu_init_mem_region: "Once TD is finalized, the initial guest memory is fixed."
+    if (module.finalized) throw new KvmError('EINVAL', op, 'the TD is finalized: its initial memory is fixed');
+    if (src === null) throw new KvmError('EOPNOTSUPP', op, 'TDH.MEM.PAGE.ADD needs a source page (tdx_gmem_post_populate)');
+    const mapped = premapped.get(gfn);
+    // Seed 001: KVM_TDX_INIT_MEM_REGION maps nothing; it refuses a page KVM_PRE_FAULT_MEMORY did not
+    // map, with -ENOENT (!kvm_tdp_mmu_gpa_is_mapped in "[PATCH 19/21] KVM: TDX: Add an ioctl to
+    // create initial guest memory", 2024-09-04).
+    if (mapped === undefined) {
+      throw new KvmError('ENOENT', op, `gfn 0x${gfn.toString(16)} was not pre-faulted: call KVM_PRE_FAULT_MEMORY on the range first`);
+    }
+    // The pfn guest_memfd gives must be the one the mirror EPT maps (mmu_pfn != pfn → -EAGAIN).
+    if (mapped !== pfn) throw new KvmError('EAGAIN', op, `gfn 0x${gfn.toString(16)} is premapped to pfn 0x${mapped.toString(16)}, not 0x${pfn.toString(16)}`);
+    const status = module.pageAdd(gfn, pfn, src);
+    if (status !== TDX_STATUS.TDX_SUCCESS) {
+      if (isTdxOperandBusy(status)) throw new KvmError('EBUSY', op, `TDH.MEM.PAGE.ADD: ${tdxStatusName(status)}`);
+      throw new KvmError('EIO', op, `TDH.MEM.PAGE.ADD failed with ${tdxStatusName(status)}`, { hwError: status });
+    }
+    premapped.delete(gfn);
+    premappedPfns.delete(pfn);
+    if (kind !== 'measured') return;
+    for (let off = 0; off < 4096; off += TDX_EXTENDMR_CHUNKSIZE) {
+      const s = module.mrExtend(gfn * 4096 + off);
+      if (s !== TDX_STATUS.TDX_SUCCESS) {
+        bugged ??= `TDH.MR.EXTEND failed with ${tdxStatusName(s)}`;
+        throw new KvmError('EIO', op, `TDH.MR.EXTEND failed with ${tdxStatusName(s)} (KVM_BUG_ON: the VM is bugged)`, { hwError: s });
+      }
+    }
+  }
+
+  function finalize(): ArchMeasurement {
+    const op = 'KVM_TDX_FINALIZE_VM';
+    if (bugged) throw new KvmError('EIO', op, `the VM is bugged: ${bugged}`);
+    if (module.finalized) throw new KvmError('EINVAL', op, 'the TD is already finalized');
+    if (premapped.size > 0) {
+      throw new KvmError('EINVAL', op, `${premapped.size} page(s) were pre-faulted but not added with KVM_TDX_INIT_MEM_REGION (nr_premapped)`);
+    }
+    const r = module.mrFinalize();
+    if (r.status !== TDX_STATUS.TDX_SUCCESS || !r.digest) {
+      if (isTdxOperandBusy(r.status)) throw new KvmError('EBUSY', op, `TDH.MR.FINALIZE: ${tdxStatusName(r.status)}`, { hwError: r.status });
+      bugged ??= `TDH.MR.FINALIZE failed with ${tdxStatusName(r.status)}`;
+      throw new KvmError('EIO', op, `TDH.MR.FINALIZE failed with ${tdxStatusName(r.status)}`, { hwError: r.status });
+    }
+    addsAtFinalize = module.pageAddCount;
+    return { kind: 'mrtd', digest: r.digest };
+  }
+
+  const vmApi: TdxVmApi = {
+    module,
+    get premapped() {
+      return premapped.size;
+    },
+    initMemRegion(region, flags = 0) {
+      const op = 'KVM_TDX_INIT_MEM_REGION';
+      const { gpa, nrPages, sources } = region;
+      if (!Number.isSafeInteger(flags) || (flags & ~KVM_TDX_MEASURE_MEMORY_REGION) !== 0) throw new KvmError('EINVAL', op, `flags 0x${flags.toString(16)} has bits other than KVM_TDX_MEASURE_MEMORY_REGION`);
+      if (module.finalized) throw new KvmError('EINVAL', op, 'the TD is finalized: its initial memory is fixed');
+      if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % 4096 !== 0) throw new KvmError('EINVAL', op, `gpa ${gpa} is not 4 KiB-aligned`);
+      if (!Number.isSafeInteger(nrPages) || nrPages <= 0) throw new KvmError('EINVAL', op, `nr_pages ${nrPages} must be at least 1`);
+      const end = gpa + nrPages * 4096;
+      if (!Number.isSafeInteger(end) || end > 2 ** module.gpaw) throw new KvmError('EINVAL', op, 'the region wraps or leaves the guest physical address space');
+      // kvm_is_private_gpa of the first and the last byte.
+      if (gpa >= bit || end - 1 >= bit) throw new KvmError('EINVAL', op, `the region [0x${gpa.toString(16)}, 0x${end.toString(16)}) has the shared bit ${module.sharedBit} set`);
+      if (sources.length !== nrPages) throw new KvmError('EINVAL', op, `${sources.length} source pages for ${nrPages} pages`);
+      const kind = flags & KVM_TDX_MEASURE_MEMORY_REGION ? 'measured' : 'unmeasured';
+      for (let i = 0; i < nrPages; i++) {
+        const g = gpa / 4096 + i;
+        try {
+          const pfn = premapped.get(g);
+          // The pfn comes from guest_memfd in KVM; an unmapped gfn has none the plugin can see, and
+          // is refused in populate with ENOENT before anything else happens.
+          populate(toGfn(g), (pfn ?? 0) as Pfn, sources[i] ?? null, kind);
+        } catch (e) {
+          if (!isKvmError(e)) throw e;
+          throw new KvmError(e.errno, op, e.reason, { ...e.data, gpa: g * 4096, nrPages: nrPages - i });
+        }
+      }
+      return { gpa: end, nrPages: 0 };
+    },
+    finalizeVm: finalize,
+    setMapGpaExit(enabled) {
+      guestState.mapGpaExit = enabled;
+    },
+    completeMapGpa: guest.completeMapGpa,
+  };
+
+  const vm: TdxArchVm = {
+    capabilities,
+
+    classifyFault(fault: GuestFault): FaultClass {
+      // kvm_is_addr_direct / gfn_direct_bits: the shared bit selects the shared EPT and is stripped.
+      const shared = Math.floor(fault.gpa / bit) % 2 === 1;
+      const gpa = shared ? fault.gpa - bit : fault.gpa;
+      return { gfn: toGfn(Math.floor(gpa / 4096)), private: !shared };
+    },
+
+    maxMappingLevel(_gfn: Gfn, _pfn: Pfn, isPrivate: boolean): MappingLevel {
+      // tdx_gmem_private_max_mapping_level: 4K upstream (2M with the pending huge-page series).
+      return isPrivate ? maxLevel : 2;
+    },
+
+    populate,
+
+    linkPrivateTable(gfn: Gfn, level: MappingLevel): ArchResult {
+      // `level` is the level of the entry that becomes a page-table pointer (tdx_sept_link_private_spt
+      // passes it to SEPT.ADD); level 3 (and 4 with GPAW 52) link under the root, beyond MappingLevel.
+      const l = level as number;
+      if (!Number.isSafeInteger(gfn) || gfn < 0 || gfn >= module.privateGfnLimit) return badInput(`linkPrivateTable: gfn ${gfn} is not a private frame`);
+      if (!Number.isInteger(l) || l < 1 || l > module.sept.rootLevel) return badInput(`linkPrivateTable: level ${l} is not 1..${module.sept.rootLevel}`);
+      if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);
+      const status = module.septAdd(Math.floor(gfn / framesAtLevel(l)) * framesAtLevel(l), l);
+      if (status === TDX_STATUS.TDX_SUCCESS || isTdxOperandBusy(status)) return seamcallToArchResult('TDH.MEM.SEPT.ADD', status);
+      return bug('TDH.MEM.SEPT.ADD', status);
+    },
+
+    setPrivateSpte(gfn: Gfn, level: MappingLevel, pfn: Pfn): ArchResult {
+      const bad = checkFrames(gfn, level, pfn);
+      if (bad) return badInput(`setPrivateSpte: ${bad}`);
+      // tdx_sept_set_private_spte: KVM_BUG_ON(level != PG_LEVEL_4K) → -EINVAL (2M with the huge-page series).
+      if (level > maxLevel) return badInput(`setPrivateSpte: level ${level} above the TD's private maximum ${maxLevel}`);
+      if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);
+      if (module.finalized) {
+        const status = module.pageAug(gfn, level, pfn);
+        if (status === TDX_STATUS.TDX_SUCCESS || isTdxOperandBusy(status)) return seamcallToArchResult('TDH.MEM.PAGE.AUG', status);
+        return bug('TDH.MEM.PAGE.AUG', status);
+      }
+      // Before finalize: no SEAMCALL, the page is counted as premapped for KVM_TDX_INIT_MEM_REGION
+      // (tdx_mem_page_record_premap_cnt). The TD build is 4K only (PAGE.ADD is 4K-only).
+      if (level !== 0) return badInput('setPrivateSpte: the TD build maps 4K pages only (TDH.MEM.PAGE.ADD is 4K-only)');
+      if (premapped.has(gfn) || module.sept.state(gfn, 0) !== SEPT_STATE.FREE) return archError('EIO', `setPrivateSpte: gfn 0x${gfn.toString(16)} is already mapped`);
+      if (premappedPfns.has(pfn) || module.ownerOf(pfn) !== undefined) return archError('EIO', `setPrivateSpte: pfn 0x${pfn.toString(16)} is already mapped`);
+      if (module.sept.walkStop(gfn, 0) >= 0) return archError('EIO', `setPrivateSpte: no S-EPT page table for gfn 0x${gfn.toString(16)}: link it first (linkPrivateTable)`);
+      premapped.set(gfn, pfn);
+      premappedPfns.add(pfn);
+      return archOk();
+    },
+
+    removePrivateSpte(gfn: Gfn, level: MappingLevel, pfn: Pfn): ArchResult {
+      const bad = checkFrames(gfn, level, pfn);
+      if (bad) return badInput(`removePrivateSpte: ${bad}`);
+      if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);
+      const premap = premapped.get(gfn);
+      if (premap !== undefined && level === 0) {
+        if (premap !== pfn) return archError('EIO', `removePrivateSpte: gfn 0x${gfn.toString(16)} is premapped to pfn 0x${premap.toString(16)}, not 0x${pfn.toString(16)}`);
+        // tdx_sept_zap_private_spte: BLOCK finds the FREE entry (EPT_ENTRY_STATE_INCORRECT | RCX),
+        // which tdx_is_sept_zap_err_due_to_premap recognises: drop the premap count, nothing else.
+        module.rangeBlock(gfn, 0);
+        premapped.delete(gfn);
+        premappedPfns.delete(pfn);
+        return archOk();
+      }
+      const state = module.sept.state(gfn, level);
+      if (!isLeaf(state) || module.sept.pfn(gfn, level) !== pfn) {
+        return archError('EIO', `removePrivateSpte: the S-EPT has no level-${level} leaf gfn 0x${gfn.toString(16)} → pfn 0x${pfn.toString(16)}`);
+      }
+      const block = retryOnce(() => module.rangeBlock(gfn, level));
+      if (block !== TDX_STATUS.TDX_SUCCESS) return bug('TDH.MEM.RANGE.BLOCK', block);
+      const track = trackAndKick();
+      if (track !== TDX_STATUS.TDX_SUCCESS) return bug('TDH.MEM.TRACK', track);
+      const remove = retryOnce(() => module.pageRemove(gfn, level));
+      if (remove !== TDX_STATUS.TDX_SUCCESS) return bug('TDH.MEM.PAGE.REMOVE', remove);
+      // TDH.PHYMEM.PAGE.WBINVD, then tdx_clear_page (MOVDIR64B, also clears poison).
+      const n = framesAtLevel(level);
+      ctx.sim.charge('tdx.page_wbinvd', n);
+      ctx.host.zero(pfn, n);
+      ctx.sim.charge('tdx.page_clear', n);
+      return archOk();
+    },
+
+    splitPrivateSpte(gfn: Gfn, level: MappingLevel): ArchResult {
+      const bad = checkFrames(gfn, level);
+      if (bad) return badInput(`splitPrivateSpte: ${bad}`);
+      if (level !== 1 || maxLevel < 1) return badInput(`splitPrivateSpte: level ${level}: only 2M private mappings split (huge-page series)`);
+      if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);
+      if (!isLeaf(module.sept.state(gfn, 1))) return archError('EIO', `splitPrivateSpte: no 2M leaf at gfn 0x${gfn.toString(16)}`);
+      // The huge-page series: BLOCK → TRACK → kick → DEMOTE under the exclusive mmu_lock.
+      const block = retryOnce(() => module.rangeBlock(gfn, 1));
+      if (block !== TDX_STATUS.TDX_SUCCESS) return bug('TDH.MEM.RANGE.BLOCK', block);
+      const track = trackAndKick();
+      if (track !== TDX_STATUS.TDX_SUCCESS) return bug('TDH.MEM.TRACK', track);
+      const demote = retryOnce(() => module.pageDemote(gfn, 1));
+      if (demote !== TDX_STATUS.TDX_SUCCESS) return bug('TDH.MEM.PAGE.DEMOTE', demote);
+      return archOk();
+    },
+
+    hostAccess(pfn: Pfn, write: boolean): 'ok' | HostFault {
+      const owner = module.ownerOf(pfn);
+      if (owner === undefined) return 'ok';
+      // Chosen: SIGBUS, kind 'integrity'. A host process reaches a private page only through a
+      // guest_memfd mapping, whose fault handler refuses private folios with SIGBUS; the hardware
+      // behaviour of a kernel access through another KeyID is [unverified] in arch-specs (reads
+      // return zeros, writes poison the lines and the TD takes #MC on its next read).
+      return {
+        signal: 'SIGBUS',
+        kind: 'integrity',
+        reason: `pfn 0x${pfn.toString(16)} is TD-private (gfn 0x${owner.toString(16)} in the S-EPT); a host ${write ? 'write would poison its integrity-protected lines' : 'read sees zeros, not the contents'}`,
+      };
+    },
+
+    finalize,
+
+    checkInvariants(): void {
+      module.checkInvariants(addsAtFinalize);
+      if (module.finalized && premapped.size > 0) throw new ModelInvariantError('tdx-premapped', `${premapped.size} premapped page(s) after finalize`);
+      if (premapped.size !== premappedPfns.size) throw new ModelInvariantError('tdx-premapped', 'premapped gfns and pfns disagree');
+      for (const [g, p] of premapped) {
+        if (module.sept.state(g, 0) !== SEPT_STATE.FREE) throw new ModelInvariantError('tdx-premapped', `premapped gfn 0x${g.toString(16)} already has an S-EPT leaf`);
+        if (module.sept.walkStop(g, 0) >= 0) throw new ModelInvariantError('tdx-premapped', `premapped gfn 0x${g.toString(16)} has no S-EPT path`);
+        if (!premappedPfns.has(p) || module.ownerOf(p) !== undefined) throw new ModelInvariantError('tdx-premapped', `premapped pfn 0x${p.toString(16)} is inconsistent`);
+      }
+      for (const [vcpu, p] of guestState.mapGpa) {
+        if (!(p.next < p.end)) throw new ModelInvariantError('tdx-map-gpa', `vCPU ${vcpu}: MapGPA progress past its end`);
+      }
+    },
+
+    vmApi,
+    guestApi: guest.guestApi,
+  };
+  return vm;
+}
