@@ -1,10 +1,12 @@
 import { CONTRACT_API_VERSION, isModelInvariantError, validateArchPlugin } from '@cocokit/sdk';
 import { createArchTestVm, runArchConformance } from '@cocokit/sdk/testing';
 import { describe, expect, it } from 'vitest';
-import snp, { rmpForHost } from './index.js';
+import snp, { SNP_POLICY, rmpForHost } from './index.js';
 import type { SnpGuestApi, SnpVmApi } from './api.js';
 
-runArchConformance(snp);
+runArchConformance(snp, {
+  launch: { measuredKind: 'normal', begin: (vm) => (vm.vmApi as SnpVmApi).launchStart({ policy: SNP_POLICY.RSVD_MBO }) },
+});
 
 describe('the snp plugin', () => {
   it('is a valid plugin of the current contract serving vm type snp', () => {

@@ -6,8 +6,9 @@ import tdx from './index.js';
 // The sdk's conformance kit. Checks that do not apply to TDX report themselves as skipped:
 // prepare-invalidate-balance and no-host-access-to-private need gmemPrepare, which TDX does not
 // implement (pages become private through the S-EPT hooks, covered in vm.test.ts).
-runArchConformance(tdx);
-runArchConformance(tdx, { vmOptions: { gpaw: 52, hugePages: true } });
+const launch = { measuredKind: 'measured' };
+runArchConformance(tdx, { launch });
+runArchConformance(tdx, { launch, vmOptions: { gpaw: 52, hugePages: true } });
 
 describe('the tdx plugin', () => {
   it('declares its name, VM type, contract version and costs', () => {

@@ -1,7 +1,7 @@
 // The README's example, run as a test so it stays runnable (and with @cocokit/host, a dev
 // dependency, as the host memory a real VM would lend the plugin).
 import { createHost } from '@cocokit/host';
-import { createSim, gfn, pfn, type ArchExit, type MappingLevel } from '@cocokit/sdk';
+import { createSim, gfn, pfn, type ArchExit } from '@cocokit/sdk';
 import { expect, it } from 'vitest';
 import tdx, { KVM_TDX_MEASURE_MEMORY_REGION } from './index.js';
 
@@ -23,8 +23,7 @@ it('runs the README example', () => {
   const [p0, p1] = [host.allocPages(0, 'guest_memfd'), host.allocPages(0, 'guest_memfd')];
 
   // KVM_PRE_FAULT_MEMORY of one page, as the MMU does it: SEPT.ADD each missing level, then the leaf.
-  // (Level 3, the entry under the PML4 root, is outside MappingLevel's 0..2: see the report's gaps.)
-  for (const level of [3, 2, 1]) vm.linkPrivateTable(gfn(0x100), level as MappingLevel);
+  for (const level of [3, 2, 1] as const) vm.linkPrivateTable(gfn(0x100), level);
   vm.setPrivateSpte(gfn(0x100), 0, pfn(p0)); // before finalize: premapped, no SEAMCALL
   // KVM_TDX_INIT_MEM_REGION with measurement: TDH.MEM.PAGE.ADD + 16 × TDH.MR.EXTEND.
   vm.vmApi.initMemRegion({ gpa: 0x100000, nrPages: 1, sources: [{ kind: 'zero' }] }, KVM_TDX_MEASURE_MEMORY_REGION);

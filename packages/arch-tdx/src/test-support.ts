@@ -4,7 +4,7 @@
  * the leaf), since @cocokit/mmu does not exist yet. Not exported from the package entry.
  */
 import { createArchTestVm, type ArchTestVm } from '@cocokit/sdk/testing';
-import { gfn as toGfn, pfn as toPfn, type ArchResult, type MappingLevel } from '@cocokit/sdk';
+import { gfn as toGfn, pfn as toPfn, type ArchResult, type MappingLevel, type TableLevel } from '@cocokit/sdk';
 import tdx from './plugin.js';
 import { SEPT_STATE } from './sept.js';
 import type { TdxArchVm, TdxVmOptions } from './vm.js';
@@ -27,7 +27,7 @@ export function mapPrivate(vm: TdxArchVm, gfn: number, pfn: number, level: Mappi
   const sept = vm.vmApi.module.sept;
   for (let l = sept.rootLevel; l > level; l--) {
     if (sept.state(gfn, l) === SEPT_STATE.NL_MAPPED) continue;
-    const r = vm.linkPrivateTable(toGfn(gfn), l as MappingLevel);
+    const r = vm.linkPrivateTable(toGfn(gfn), l as TableLevel);
     if (r.status !== 'ok') return r;
   }
   return vm.setPrivateSpte(toGfn(gfn), level, toPfn(pfn));

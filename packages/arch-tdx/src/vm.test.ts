@@ -1,4 +1,4 @@
-import { gfn, isKvmError, pfn, type PageSource } from '@cocokit/sdk';
+import { gfn, isKvmError, pfn, type PageSource, type TableLevel } from '@cocokit/sdk';
 import { describe, expect, it } from 'vitest';
 import { SEPT_STATE } from './sept.js';
 import { createTestTd, mapPrivate } from './test-support.js';
@@ -147,7 +147,7 @@ describe('the private-table hooks after finalize', () => {
   it('bad inputs are EINVAL and do not bug the VM', () => {
     const { vm } = runnable();
     expect(vm.setPrivateSpte(gfn(G), 1, pfn(P))).toMatchObject({ status: 'error', errno: 'EINVAL' });
-    expect(vm.linkPrivateTable(gfn(G), 0)).toMatchObject({ status: 'error', errno: 'EINVAL' });
+    expect(vm.linkPrivateTable(gfn(G), 0 as TableLevel)).toMatchObject({ status: 'error', errno: 'EINVAL' });
     expect(vm.removePrivateSpte(gfn(-1), 0, pfn(P))).toMatchObject({ status: 'error', errno: 'EINVAL' });
     expect(mapPrivate(vm, G, P)).toEqual({ status: 'ok' });
   });

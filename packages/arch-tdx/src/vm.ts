@@ -32,6 +32,7 @@ import {
   type GuestFault,
   type HostFault,
   type MappingLevel,
+  type TableLevel,
   type PageSource,
   type Pfn,
   gfn as toGfn,
@@ -183,6 +184,7 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
     sharedGpaBit: module.sharedBit,
     maxPrivateLevel: maxLevel,
     mirrorRoot: true,
+    privateRootLevel: module.sept.rootLevel,
     inPlaceConversion: false,
     measurement: 'mrtd',
   });
@@ -330,10 +332,10 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
 
     populate,
 
-    linkPrivateTable(gfn: Gfn, level: MappingLevel): ArchResult {
+    linkPrivateTable(gfn: Gfn, level: TableLevel): ArchResult {
       // `level` is the level of the entry that becomes a page-table pointer (tdx_sept_link_private_spt
-      // passes it to SEPT.ADD); level 3 (and 4 with GPAW 52) link under the root, beyond MappingLevel.
-      const l = level as number;
+      // passes it to SEPT.ADD); the root's own entries are at capabilities.privateRootLevel.
+      const l: number = level;
       if (!Number.isSafeInteger(gfn) || gfn < 0 || gfn >= module.privateGfnLimit) return badInput(`linkPrivateTable: gfn ${gfn} is not a private frame`);
       if (!Number.isInteger(l) || l < 1 || l > module.sept.rootLevel) return badInput(`linkPrivateTable: level ${l} is not 1..${module.sept.rootLevel}`);
       if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);

@@ -131,6 +131,7 @@ export type {
   HostFault,
   HostFaultKind,
   PageSource,
+  TableLevel,
 } from './arch/contract.js';
 export { ARCH_NAME_PATTERN, defineArchPlugin, isArchName, validateArchPlugin } from './arch/define.js';
 export { ARCH_PLUGIN_ERROR_CODES, ArchPluginError, isArchPluginError } from './arch/errors.js';

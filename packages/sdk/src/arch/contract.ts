@@ -26,6 +26,13 @@ export const CONTRACT_API_VERSION = 1;
  */
 export const SUPPORTED_API_VERSIONS = { min: 1, max: CONTRACT_API_VERSION } as const;
 
+/**
+ * The level of a page-table entry that points at a lower table, in the contract's numbering (where
+ * 0 = a 4K leaf): 1 is a 2M-level entry pointing at a table of 4K entries, up to 3 for the root's
+ * entries with 4-level paging and 4 with 5-level paging.
+ */
+export type TableLevel = 1 | 2 | 3 | 4;
+
 /** The kind of a guest access, as the fault's error code tells it (PFERR_WRITE_MASK, PFERR_FETCH_MASK). */
 export type Access = 'read' | 'write' | 'exec';
 
@@ -144,6 +151,12 @@ export interface ArchCapabilities {
    * arch/x86/kvm/mmu/tdp_mmu.c); if so the private-table hooks must be present.
    */
   readonly mirrorRoot: boolean;
+  /**
+   * With `mirrorRoot`: the level of the private root's entries, i.e. the highest `level`
+   * {@link ArchVm.linkPrivateTable} is called with (TDX: 3 with GPAW 48 / 4-level S-EPT, 4 with
+   * GPAW 52 / 5-level). Default 3.
+   */
+  readonly privateRootLevel?: TableLevel;
   /** Whether private↔shared conversion in place (guest_memfd shareability) is supported. */
   readonly inPlaceConversion: boolean;
   /** Which launch measurement `finalize` produces, if any: `'mrtd'`, `'snp-launch-digest'`. */
@@ -222,10 +235,11 @@ export interface ArchVm<VmApi extends object = object, GuestApi extends object =
   populate?(gfn: Gfn, pfn: Pfn, src: PageSource | null, kind: string): void;
 
   /**
-   * Links a new private page-table page under `gfn` at `level` (kvm_x86_ops.link_external_spt;
-   * TDX TDH.MEM.SEPT.ADD in tdx_sept_link_private_spt).
+   * Links a new private page-table page under the entry at `level` that covers `gfn`
+   * (kvm_x86_ops.link_external_spt; TDX TDH.MEM.SEPT.ADD in tdx_sept_link_private_spt). The core
+   * links from {@link ArchCapabilities.privateRootLevel} down to 1 before the first leaf.
    */
-  linkPrivateTable?(gfn: Gfn, level: MappingLevel): ArchResult;
+  linkPrivateTable?(gfn: Gfn, level: TableLevel): ArchResult;
 
   /**
    * Maps `gfn` → `pfn` at `level` in the private tables (kvm_x86_ops.set_external_spte; TDX

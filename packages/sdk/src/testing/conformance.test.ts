@@ -11,9 +11,11 @@ import {
   checkClassifyFault,
   checkCreateVm,
   checkMaxMappingLevel,
+  checkMeasurementBeforeFinalize,
   checkNoHostAccessToPrivate,
   checkPluginShape,
   checkPrepareInvalidateBalance,
+  checkPrivateTables,
   createArchTestVm,
   isConformanceError,
   runArchConformance,
@@ -101,8 +103,8 @@ const subject = (plugin: ArchPlugin, options: ArchConformanceOptions = {}): Conf
 });
 
 /** The check ids that failed, for a plugin. */
-function failures(plugin: ArchPlugin): ConformanceCheckId[] {
-  return runArchConformanceChecks(plugin)
+function failures(plugin: ArchPlugin, options: ArchConformanceOptions = {}): ConformanceCheckId[] {
+  return runArchConformanceChecks(plugin, options)
     .filter((r) => r.outcome.status === 'failed')
     .map((r) => r.check);
 }
@@ -117,13 +119,78 @@ function failureOf(f: () => unknown): string {
   throw new Error('expected the check to fail');
 }
 
+/**
+ * A toy arch in the shape of TDX: private tables live in a "trusted" store the plugin owns (linked
+ * tables and leaves), the host may not write a page mapped private, and populate before finalize
+ * feeds a measurement (FNV-1a over gfn and contents, enough to tell launches apart). `flaws` break it.
+ */
+function mirrorVm(ctx: ArchVmContext, flaws: { keepOnRemove?: boolean; measureNothing?: boolean; populateAfterFinalize?: boolean } = {}) {
+  const tables = new Set<string>();
+  const leaves = new Map<number, number>();
+  const held = new Set<number>();
+  let hash = 0x811c9dc5;
+  let finalized = false;
+  const mix = (byte: number) => {
+    hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  };
+  const vm: ArchVm = {
+    capabilities: { privateMem: true, privateByDefault: true, maxPrivateLevel: 0, mirrorRoot: true, privateRootLevel: 3, inPlaceConversion: false, measurement: 'toy-digest' },
+    linkPrivateTable(g, level) {
+      const key = `${level}:${g}`;
+      if (g < 0 || tables.has(key)) return archError('EINVAL', `table ${key} is not linkable`);
+      tables.add(key);
+      return archOk();
+    },
+    setPrivateSpte(g, level, pfn) {
+      if (level !== 0 || g < 0 || pfn < 0 || pfn >= ctx.host.nrFrames) return archError('EINVAL', 'only in-range 4K leaves');
+      if (!tables.has(`1:${Math.floor(g / 512) * 512}`)) return archError('EIO', 'no table under the leaf');
+      if (leaves.has(g)) return archError('EIO', `gfn ${g} is already mapped`);
+      leaves.set(g, pfn);
+      held.add(pfn);
+      return archOk();
+    },
+    removePrivateSpte(g, _level, pfn) {
+      if (leaves.get(g) !== pfn) return archError('EIO', `gfn ${g} does not map pfn ${pfn}`);
+      leaves.delete(g);
+      if (!flaws.keepOnRemove) held.delete(pfn);
+      return archOk();
+    },
+    hostAccess: (pfn: Pfn, write: boolean) => (write && held.has(pfn) ? { signal: 'SIGBUS', kind: 'integrity', reason: `pfn ${pfn} is private` } : 'ok'),
+    populate(g, pfn, src, kind) {
+      if (finalized && !flaws.populateAfterFinalize) throw new KvmError('EINVAL', 'toy.populate', 'the launch is over');
+      if (leaves.get(g) !== pfn) throw new KvmError('ENOENT', 'toy.populate', `gfn ${g} is not mapped to pfn ${pfn}`);
+      if (flaws.measureNothing || kind !== 'measured') return;
+      for (const b of [g % 256, Math.floor(g / 256) % 256]) mix(b);
+      if (src?.kind === 'bytes') for (const b of src.bytes) mix(b);
+    },
+    finalize() {
+      if (finalized) throw new KvmError('EINVAL', 'toy.finalize', 'already finalized');
+      finalized = true;
+      return { kind: 'toy-digest', digest: Uint8Array.of(hash >>> 24, (hash >>> 16) & 255, (hash >>> 8) & 255, hash & 255) };
+    },
+  };
+  return vm;
+}
+
+const toyMirror = defineArchPlugin({ name: 'toy-mirror', apiVersion: 1, vmTypes: ['toy-mirror'], createVm: (ctx) => mirrorVm(ctx) });
+const flawedMirror = (name: string, flaws: Parameters<typeof mirrorVm>[1]) =>
+  defineArchPlugin({ name, apiVersion: 1, vmTypes: [name], createVm: (ctx) => mirrorVm(ctx, flaws) });
+const mirrorLaunch: ArchConformanceOptions = { launch: { measuredKind: 'measured' } };
+
 // The suite as a plugin would run it: real describe/it blocks.
 runArchConformance(toy);
+runArchConformance(toyMirror, mirrorLaunch);
 
 describe('the kit on a correct plugin', () => {
   it('passes every check, for every VM type', () => {
     const results = runArchConformanceChecks(toy);
-    expect(results.filter((r) => r.outcome.status !== 'passed')).toEqual([]);
+    // The SNP-shaped toy has neither private tables of its own nor a measurement.
+    expect(results.filter((r) => r.outcome.status !== 'passed').map((r) => r.check)).toEqual([
+      'private-tables',
+      'private-tables',
+      'measurement-before-finalize',
+      'measurement-before-finalize',
+    ]);
     expect(results.filter((r) => r.check === 'bad-inputs-refused').map((r) => r.vmType)).toEqual(['toy', 'toy-2m']);
   });
 
@@ -157,7 +224,17 @@ describe('the kit on a correct plugin', () => {
       'prepare-invalidate-balance': 'not-applicable',
       'no-host-access-to-private': 'not-applicable',
       'bad-inputs-refused': 'not-applicable',
+      'private-tables': 'not-applicable',
+      'measurement-before-finalize': 'not-applicable',
     });
+  });
+
+  it('passes a plugin whose private tables live in a trusted component, and that measures', () => {
+    const results = runArchConformanceChecks(toyMirror, mirrorLaunch);
+    const status = Object.fromEntries(results.map((r) => [r.check, r.outcome.status]));
+    expect(status['private-tables']).toBe('passed');
+    expect(status['measurement-before-finalize']).toBe('passed');
+    expect(results.filter((r) => r.outcome.status === 'failed')).toEqual([]);
   });
 
   it('refuses bad options', () => {
@@ -180,7 +257,7 @@ describe('the kit on a correct plugin', () => {
     runArchConformance(toy, { skip: { costs: 'costs are checked elsewhere' }, vmTypes: ['toy'] }, runner);
     expect(log[0]).toBe('describe arch plugin conformance: toy');
     expect(log).toContain('skip costs: registers every cost with a default and a source (skipped: costs are checked elsewhere)');
-    expect(log.filter((l) => l.startsWith('it '))).toHaveLength(8);
+    expect(log.filter((l) => l.startsWith('it '))).toHaveLength(10);
   });
 });
 
@@ -279,6 +356,33 @@ describe('the kit on broken plugins', () => {
       }),
     });
     expect(failureOf(() => checkBadInputsRefused(subject(lax)))).toMatch(/setPrivateSpte.*was not refused: it returned \{"status":"ok"\}/);
+  });
+
+  it('fails private tables that keep a page after it was removed', () => {
+    const sticky = flawedMirror('sticky', { keepOnRemove: true });
+    expect(failureOf(() => checkPrivateTables(subject(sticky, mirrorLaunch)))).toMatch(/round 1: the host cannot write the removed page/);
+    expect(failures(sticky, mirrorLaunch)).toEqual(['private-tables']);
+  });
+
+  it('fails a measurement that ignores the measured bytes, and populate after finalize', () => {
+    const blind = flawedMirror('blind', { measureNothing: true });
+    expect(failureOf(() => checkMeasurementBeforeFinalize(subject(blind, mirrorLaunch)))).toMatch(/changing a measured byte did not change the digest/);
+    const late = flawedMirror('late', { populateAfterFinalize: true });
+    expect(failureOf(() => checkMeasurementBeforeFinalize(subject(late, mirrorLaunch)))).toMatch(/populate after finalize was not refused/);
+    expect(failures(late, mirrorLaunch)).toEqual(['measurement-before-finalize']);
+  });
+
+  it('fails a measuring plugin run without the launch option, and a root level without a mirror root', () => {
+    expect(failureOf(() => checkMeasurementBeforeFinalize(subject(toyMirror)))).toMatch(/pass the `launch` option/);
+    const stray = defineArchPlugin({
+      name: 'stray',
+      apiVersion: 1,
+      vmTypes: ['stray'],
+      createVm: () => ({
+        capabilities: { privateMem: true, privateByDefault: true, maxPrivateLevel: 0, mirrorRoot: false, privateRootLevel: 4, inPlaceConversion: false },
+      }),
+    });
+    expect(failureOf(() => checkCapabilities(subject(stray)))).toContain('privateRootLevel without mirrorRoot');
   });
 
   it('turns an unexpected throw into a failure of the check that saw it', () => {

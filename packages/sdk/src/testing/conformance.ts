@@ -15,7 +15,7 @@ import type { HostMemoryView } from '../host-view.js';
 import { createSim } from '../sim/sim.js';
 import type { CostName, Sim } from '../sim/types.js';
 import { gfn as toGfn, pfn as toPfn, type PageOrder } from '../units.js';
-import type { ArchExit, ArchPlugin, ArchResult, ArchVm, ArchVmContext, HostFault } from '../arch/contract.js';
+import type { ArchExit, ArchPlugin, ArchResult, ArchVm, ArchVmContext, HostFault, TableLevel } from '../arch/contract.js';
 import { validateArchPlugin } from '../arch/define.js';
 import { createTestHostMemory, type TestHostMemory } from './host-memory.js';
 
@@ -30,6 +30,8 @@ export const CONFORMANCE_CHECK_IDS = [
   'prepare-invalidate-balance',
   'no-host-access-to-private',
   'bad-inputs-refused',
+  'private-tables',
+  'measurement-before-finalize',
 ] as const;
 
 /** The id of a conformance check. */
@@ -50,6 +52,15 @@ export interface ArchConformanceOptions {
   readonly hostFrames?: number;
   /** The simulation seed (default 1). */
   readonly seed?: number;
+  /**
+   * How to launch a VM of a plugin that measures (`capabilities.measurement`): the `populate` kind
+   * whose contents are measured, and what must happen before the first `populate` (SNP:
+   * `vmApi.launchStart(...)`). Required for the `measurement-before-finalize` check.
+   */
+  readonly launch?: {
+    readonly measuredKind: string;
+    begin?(vm: ArchVm): void;
+  };
 }
 
 /** What a check found when it did not fail. */
@@ -265,6 +276,10 @@ export function checkCapabilities(s: ConformanceSubject): CheckOutcome {
     bad(`sharedGpaBit is ${c.sharedGpaBit}; a GPA bit is an integer in 1..51`);
   }
   if (c.sharedGpaBit !== undefined && !c.privateMem) bad('sharedGpaBit without privateMem');
+  if (c.privateRootLevel !== undefined && ![1, 2, 3, 4].includes(c.privateRootLevel)) {
+    bad(`privateRootLevel is ${String(c.privateRootLevel)}; a table level is 1, 2, 3 or 4`);
+  }
+  if (c.privateRootLevel !== undefined && !c.mirrorRoot) bad('privateRootLevel without mirrorRoot');
   if (c.mirrorRoot) {
     const missing = (['linkPrivateTable', 'setPrivateSpte', 'removePrivateSpte'] as const).filter((h) => !vm[h]);
     if (missing.length) bad(`mirrorRoot is set but ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} missing`);
@@ -446,7 +461,7 @@ export function checkBadInputsRefused(s: ConformanceSubject): CheckOutcome {
   }
   if (vm.linkPrivateTable) {
     const link = vm.linkPrivateTable.bind(vm);
-    cases.push({ what: 'linkPrivateTable(gfn -1)', call: () => link(toGfn(-1), 0), result: true });
+    cases.push({ what: 'linkPrivateTable(gfn -1)', call: () => link(toGfn(-1), 1), result: true });
   }
   if (cases.length === 0) return notApplicable('no hook the kit can feed bad inputs to (gmemPrepare, setPrivateSpte, linkPrivateTable)');
   const watched = [P, P + 1, P + 511, P + 512];
@@ -470,6 +485,118 @@ export function checkBadInputsRefused(s: ConformanceSubject): CheckOutcome {
   return PASSED;
 }
 
+/** The private tables the kit linked per VM: tables stay linked when a leaf goes, as in the mirror root. */
+const linkedTables = new WeakMap<ArchVm, Set<string>>();
+
+/**
+ * Maps `gfn` → `pfn` at 4K through the private-table hooks as the TDP MMU does: links each table
+ * from the root down that is not linked yet, then sets the leaf.
+ */
+function mapThroughMirror(s: ConformanceSubject, id: ConformanceCheckId, vm: ArchVm, g: number, p: number): void {
+  const root = vm.capabilities.privateRootLevel ?? 3;
+  let linked = linkedTables.get(vm);
+  if (!linked) linkedTables.set(vm, (linked = new Set()));
+  for (let level = root; level >= 1; level--) {
+    const span = 512 ** level;
+    const base = Math.floor(g / span) * span;
+    const key = `${level}:${base}`;
+    if (linked.has(key)) continue;
+    const r = guarded(s, id, `linkPrivateTable(level ${level})`, () => vm.linkPrivateTable?.(toGfn(base), level as TableLevel));
+    if (r?.status !== 'ok') fail(s, id, `linkPrivateTable(level ${level}) returned ${JSON.stringify(r)}`);
+    linked.add(key);
+  }
+  const r = guarded(s, id, 'setPrivateSpte', () => vm.setPrivateSpte?.(toGfn(g), 0, toPfn(p)));
+  if (r?.status !== 'ok') fail(s, id, `setPrivateSpte(level 0) returned ${JSON.stringify(r)}`);
+}
+
+/**
+ * `private-tables`: where private tables live in a trusted component (`mirrorRoot`), a page mapped
+ * through the hooks is the guest's (the host may not write it), removing it gives it back (the host
+ * may write it again) and the same pfn maps again (nothing leaked); a second leaf for a mapped gfn
+ * and the removal of an unmapped gfn are refused with an `error` result that changes nothing the
+ * kit can see. The plugin's invariants hold throughout. Runs after `finalize` where there is one,
+ * so the runtime path (TDX PAGE.AUG) is the one exercised.
+ */
+export function checkPrivateTables(s: ConformanceSubject): CheckOutcome {
+  const id = 'private-tables';
+  const t = makeVm(s, id);
+  const { vm } = t;
+  if (!vm.capabilities.mirrorRoot) return notApplicable("no mirror root: private tables are the core's own");
+  if (vm.finalize) guarded(s, id, 'finalize', () => vm.finalize?.());
+  mapThroughMirror(s, id, vm, BASE_GFN, BASE_PFN);
+  invariants(s, id, t, 'after mapping a private page');
+  if (vm.hostAccess && access(vm, BASE_PFN, true) === 'ok') fail(s, id, 'the host may write a page mapped private');
+  const watched = [BASE_PFN, BASE_PFN + 1, BASE_PFN + 7];
+  const before = observe(t, watched);
+  const again = guarded(s, id, 'setPrivateSpte (gfn already mapped)', () => vm.setPrivateSpte?.(toGfn(BASE_GFN), 0, toPfn(BASE_PFN + 1)));
+  if (again?.status !== 'error') fail(s, id, `a second leaf for a mapped gfn returned ${JSON.stringify(again)}`);
+  const stray = guarded(s, id, 'removePrivateSpte (gfn not mapped)', () => vm.removePrivateSpte?.(toGfn(BASE_GFN + 7), 0, toPfn(BASE_PFN + 7)));
+  if (stray?.status !== 'error') fail(s, id, `removing an unmapped gfn returned ${JSON.stringify(stray)}`);
+  if (observe(t, watched) !== before) fail(s, id, 'a refused private-table call changed state');
+  invariants(s, id, t, 'after the refusals');
+  // The refusals above may mark the VM bugged (KVM_BUG_ON in KVM), so the round trip runs on a fresh one.
+  const t2 = makeVm(s, id);
+  if (t2.vm.finalize) guarded(s, id, 'finalize', () => t2.vm.finalize?.());
+  for (let round = 1; round <= 2; round++) {
+    mapThroughMirror(s, id, t2.vm, BASE_GFN, BASE_PFN);
+    const r = guarded(s, id, 'removePrivateSpte', () => t2.vm.removePrivateSpte?.(toGfn(BASE_GFN), 0, toPfn(BASE_PFN)));
+    if (r?.status !== 'ok') fail(s, id, `round ${round}: removePrivateSpte returned ${JSON.stringify(r)}`);
+    if (t2.vm.hostAccess && access(t2.vm, BASE_PFN, true) !== 'ok') fail(s, id, `round ${round}: the host cannot write the removed page`);
+    invariants(s, id, t2, `after removal, round ${round}`);
+  }
+  return PASSED;
+}
+
+const hex = (digest: Uint8Array): string => Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+
+/**
+ * `measurement-before-finalize`: the measurement covers what `populate` put in before `finalize`
+ * and nothing after it: the same launch twice gives the same digest, one changed measured byte
+ * gives another, and both `populate` and a second `finalize` after `finalize` are refused with a
+ * KvmError. Needs the `launch` option for a plugin that measures.
+ */
+export function checkMeasurementBeforeFinalize(s: ConformanceSubject): CheckOutcome {
+  const id = 'measurement-before-finalize';
+  const probe = makeVm(s, id).vm;
+  if (!probe.capabilities.measurement) return notApplicable('the plugin declares no measurement');
+  if (!probe.populate || !probe.finalize) fail(s, id, 'a measuring plugin needs populate and finalize hooks');
+  const launch = s.options.launch;
+  if (!launch) fail(s, id, "pass the `launch` option ({ measuredKind, begin? }) so the kit can launch a VM of this plugin");
+  const run = (lastByte: number): { t: ArchTestVm; digest: string } => {
+    const t = makeVm(s, id);
+    if (launch.begin) guarded(s, id, 'launch.begin', () => launch.begin?.(t.vm));
+    // With private tables in a trusted component the page is mapped first (seed 001: PRE_FAULT, then INIT_MEM_REGION).
+    if (t.vm.capabilities.mirrorRoot) mapThroughMirror(s, id, t.vm, BASE_GFN, BASE_PFN);
+    const bytes = new Uint8Array(4096);
+    bytes[4095] = lastByte;
+    guarded(s, id, 'populate', () => t.vm.populate?.(toGfn(BASE_GFN), toPfn(BASE_PFN), { kind: 'bytes', bytes }, launch.measuredKind));
+    const m = guarded(s, id, 'finalize', () => t.vm.finalize?.());
+    if (!m || m.kind !== t.vm.capabilities.measurement) fail(s, id, `finalize returned ${m ? `a '${m.kind}' measurement` : 'nothing'}, not '${t.vm.capabilities.measurement}'`);
+    invariants(s, id, t, 'after finalize');
+    return { t, digest: hex(m.digest) };
+  };
+  const a = run(1);
+  if (run(1).digest !== a.digest) fail(s, id, 'the same launch gave two digests');
+  if (run(2).digest === a.digest) fail(s, id, 'changing a measured byte did not change the digest');
+  const refusedAfterFinalize = (what: string, f: () => unknown): void => {
+    const before = observe(a.t, [BASE_PFN, BASE_PFN + 1]);
+    try {
+      f();
+    } catch (e) {
+      if (!isKvmError(e)) fail(s, id, `${what} after finalize threw ${errorText(e)}, not a KvmError`);
+      if (observe(a.t, [BASE_PFN, BASE_PFN + 1]) !== before) fail(s, id, `${what} after finalize was refused but changed state`);
+      return;
+    }
+    fail(s, id, `${what} after finalize was not refused`);
+  };
+  // Map the page first where tables are the plugin's, so the only reason left to refuse is the finished launch.
+  if (a.t.vm.capabilities.mirrorRoot) mapThroughMirror(s, id, a.t.vm, BASE_GFN + 1, BASE_PFN + 1);
+  refusedAfterFinalize('populate', () => a.t.vm.populate?.(toGfn(BASE_GFN + 1), toPfn(BASE_PFN + 1), { kind: 'zero' }, launch.measuredKind));
+  refusedAfterFinalize('finalize', () => a.t.vm.finalize?.());
+  invariants(s, id, a.t, 'after the refusals');
+  return PASSED;
+}
+
 /** Every check of the kit, in the order it runs them. */
 export const ARCH_CONFORMANCE_CHECKS: readonly ArchConformanceCheck[] = [
   { id: 'plugin-shape', title: 'is a branded, valid plugin of a supported apiVersion', perVmType: false, run: checkPluginShape },
@@ -481,6 +608,8 @@ export const ARCH_CONFORMANCE_CHECKS: readonly ArchConformanceCheck[] = [
   { id: 'prepare-invalidate-balance', title: 'balances gmemPrepare with gmemInvalidate', perVmType: true, run: checkPrepareInvalidateBalance },
   { id: 'no-host-access-to-private', title: 'denies the host access to private memory', perVmType: true, run: checkNoHostAccessToPrivate },
   { id: 'bad-inputs-refused', title: 'refuses bad inputs with no state change', perVmType: true, run: checkBadInputsRefused },
+  { id: 'private-tables', title: 'keeps private tables in its trusted component and gives pages back', perVmType: true, run: checkPrivateTables },
+  { id: 'measurement-before-finalize', title: 'measures what was populated before finalize, and nothing after', perVmType: true, run: checkMeasurementBeforeFinalize },
 ];
 
 function checkOptions(plugin: ArchPlugin, options: ArchConformanceOptions): void {
