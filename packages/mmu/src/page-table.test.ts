@@ -1,0 +1,133 @@
+import { describe, expect, it } from 'vitest';
+import { archBusy, archError, archOk, type ArchResult } from '@cocokit/sdk';
+import { PageTable, SPTE, encodeLeaf, leafPfn, type PrivateTableHooks, type ZapCount } from './page-table.js';
+
+function pages() {
+  let next = 1_000_000;
+  const live = new Set<number>();
+  return {
+    live,
+    alloc: () => {
+      live.add(next);
+      return next++;
+    },
+    free: (p: number) => {
+      if (!live.delete(p)) throw new Error(`double free ${p}`);
+    },
+  };
+}
+const zc = (): ZapCount => ({ byLevel: [0, 0, 0], tablesFreed: 0 });
+const W = SPTE.PRESENT | SPTE.WRITABLE;
+
+describe('PageTable', () => {
+  it('maps 4K, 2M and 1G leaves lazily, one host page per table', () => {
+    const src = pages();
+    const pt = new PageTable(src);
+    expect(pt.tablePages).toBe(1);
+    expect(pt.map(0x12345, 0, encodeLeaf(777, W))).toBeUndefined();
+    expect(pt.tablePages).toBe(4); // root + PDPT + PD + PT
+    expect(pt.lookup(0x12345)).toEqual({ gfn: 0x12345, level: 0, pfn: 777, flags: W });
+    pt.map(0x40000 + 3, 1, encodeLeaf(0x200000, W)); // 2M leaf; aligned down to its block
+    expect(pt.lookup(0x40000 + 7)).toMatchObject({ gfn: 0x40000, level: 1, pfn: 0x200007 });
+    pt.map(2 ** 18 * 5, 2, encodeLeaf(2 ** 18 * 9, W));
+    expect(pt.lookup(2 ** 18 * 5 + 1000)).toMatchObject({ level: 2, pfn: 2 ** 18 * 9 + 1000 });
+    expect(pt.leafCount).toEqual([1, 1, 1]);
+    expect(src.live.size).toBe(pt.tablePages);
+    expect(pt.checkStructure()).toBeUndefined();
+  });
+
+  it('zaps partial and whole ranges, a huge leaf partly inside goes whole, empty tables are freed', () => {
+    const src = pages();
+    const pt = new PageTable(src);
+    for (let g = 0; g < 1024; g++) pt.map(g, 0, encodeLeaf(5000 + g, W));
+    pt.map(1024, 1, encodeLeaf(1 << 20, W));
+    const z = zc();
+    pt.zap(100, 200, 'both', z);
+    expect(z.byLevel).toEqual([100, 0, 0]);
+    pt.zap(1030, 1031, 'both', z);
+    expect(z.byLevel).toEqual([100, 1, 0]);
+    pt.zap(0, 2 ** 30, 'both', z);
+    expect(z.byLevel[0]).toBe(1024);
+    expect(pt.leaves).toBe(0);
+    expect(pt.tablePages).toBe(1);
+    expect(src.live.size).toBe(1);
+    expect(pt.checkStructure()).toBeUndefined();
+  });
+
+  it('filters private and shared leaves in a shared root', () => {
+    const pt = new PageTable(pages());
+    pt.map(1, 0, encodeLeaf(10, W | SPTE.PRIVATE));
+    pt.map(2, 0, encodeLeaf(11, W));
+    const z = zc();
+    pt.zap(0, 10, 'shared', z);
+    expect(pt.lookup(1)).toBeDefined();
+    expect(pt.lookup(2)).toBeUndefined();
+    pt.zap(0, 10, 'private', z);
+    expect(pt.leaves).toBe(0);
+  });
+
+  it('splits a huge leaf above the target by zapping it, and replaces a table with a huge leaf', () => {
+    const pt = new PageTable(pages());
+    pt.map(512, 1, encodeLeaf(1024, W));
+    const z = zc();
+    pt.map(513, 0, encodeLeaf(1025, W), z);
+    expect(z.byLevel).toEqual([0, 1, 0]);
+    expect(pt.lookup(512)).toBeUndefined();
+    expect(pt.lookup(513)?.level).toBe(0);
+    pt.map(512, 1, encodeLeaf(1024, W), z);
+    expect(z.byLevel).toEqual([1, 1, 0]);
+    expect(pt.lookup(700)).toMatchObject({ level: 1, pfn: 1024 + 188 });
+    expect(pt.checkStructure()).toBeUndefined();
+  });
+
+  it('a mirror root goes through the private-table hooks, which may refuse', () => {
+    const calls: string[] = [];
+    const answers: ArchResult[] = [];
+    const ans = () => answers.shift() ?? archOk();
+    const hooks: PrivateTableHooks = {
+      link: (g, l) => (calls.push(`link ${g} ${l}`), ans()),
+      set: (g, l, p) => (calls.push(`set ${g} ${l} ${p}`), ans()),
+      remove: (g, l, p) => (calls.push(`remove ${g} ${l} ${p}`), ans()),
+      split: (g, l) => (calls.push(`split ${g} ${l}`), ans()),
+    };
+    const src = pages();
+    const pt = new PageTable(src, hooks);
+    answers.push(archOk(), archBusy('sept'));
+    expect(pt.map(5, 0, encodeLeaf(50, W))?.status).toBe('busy');
+    expect(calls).toEqual(['link 0 3', 'link 0 2']);
+    expect(pt.tablePages).toBe(2); // the refused PD page was freed again
+    expect(src.live.size).toBe(2);
+    expect(pt.map(5, 0, encodeLeaf(50, W))).toBeUndefined();
+    expect(calls.slice(2)).toEqual(['link 0 2', 'link 0 1', 'set 5 0 50']);
+    answers.push(archBusy('x'), archBusy('x'), archOk());
+    const z = zc();
+    pt.zap(0, 10, 'both', z);
+    expect(calls.filter((c) => c.startsWith('remove'))).toHaveLength(3); // busy is retried
+    expect(z.byLevel[0]).toBe(1);
+    let bug = '';
+    pt.onBug = (r) => (bug = r);
+    pt.map(6, 0, encodeLeaf(60, W));
+    answers.push(...Array.from({ length: 20 }, () => archError('EIO', 'broken')));
+    pt.zap(0, 10, 'both', z);
+    expect(bug).toMatch(/removePrivateSpte/);
+    expect(pt.leaves).toBe(0);
+  });
+
+  it('a mirror root demotes a huge leaf through the split hook', () => {
+    const calls: string[] = [];
+    const hooks: PrivateTableHooks = {
+      link: () => archOk(),
+      set: () => archOk(),
+      remove: () => archOk(),
+      split: (g, l) => (calls.push(`split ${g} ${l}`), archOk()),
+    };
+    const pt = new PageTable(pages(), hooks);
+    pt.map(512, 1, encodeLeaf(4096, W));
+    pt.map(513, 0, encodeLeaf(4097, W | SPTE.DIRTY));
+    expect(calls).toEqual(['split 512 1']);
+    expect(pt.leafCount).toEqual([512, 0, 0]);
+    expect(leafPfn(encodeLeaf(4096 + 511, W))).toBe(4607);
+    expect(pt.lookup(1023)).toMatchObject({ level: 0, pfn: 4607 });
+    expect(pt.checkStructure()).toBeUndefined();
+  });
+});
