@@ -80,9 +80,11 @@ export type {
 // ---- trace: seams ----
 export type { TraceBus, TraceEvent, TraceEventMap, TraceEventName, TraceFields, TraceSink } from './trace/types.js';
 
-// ---- range map (helper: range-map) ----
+// ---- range maps ----
 export { RangeMap } from './range-map.js';
 export type { RangeMapOptions, RangePredicate, Run } from './range-map.js';
+export { EnumRangeMap, NumberRangeMap } from './number-range-map.js';
+export type { NumberRun } from './number-range-map.js';
 
 // ---- simulation kernel: implementation (helper: sim) ----
 export { createSim } from './sim/sim.js';
