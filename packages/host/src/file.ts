@@ -33,7 +33,8 @@ export interface FileMmapRequest {
 
 /**
  * A file that host processes can map. The host calls `mmap` once per mmap() (before anything is
- * installed), `fault` on each first touch of a page, and `gupAllowed` before pinning.
+ * installed), `fault` on each first touch of a page, `gupAllowed` before pinning, and `release`
+ * when the last mapping of the file goes.
  *
  * Ownership: the file owns its pages. When the host maps one into a process it takes one reference
  * (`getPages`) and drops it on unmap; a file that frees pages must first zap the mappings with
@@ -52,4 +53,15 @@ export interface FileProvider {
   fault(index: PgOff, access: FileFaultAccess): FileFaultResult;
   /** Whether `index` may be pinned by GUP (false → EFAULT; secretmem-like files refuse). Default: allowed. */
   gupAllowed?(index: PgOff, opts: { readonly write: boolean; readonly longterm: boolean }): boolean;
+  /**
+   * The mappings' reference on the file is gone. Every VMA of the file holds a reference on it
+   * (vm_file, taken at mmap and by each VMA a split creates); the host calls `release` once the
+   * last VMA mapping the file in any process goes: munmap, process exit, a MAP_FIXED mapping over
+   * it, however the VMAs were split or merged before. It is called after the operation that
+   * dropped the last VMA has finished (a VMA split or a mapping replaced in place never drops the
+   * count to zero on the way), at most once per time the count reaches zero, and again if the file
+   * is mapped and unmapped later. A file whose fds are all closed is released here (the last fput:
+   * guest_memfd frees its pages in kvm_gmem_release). It must not throw.
+   */
+  release?(): void;
 }

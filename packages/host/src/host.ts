@@ -116,6 +116,10 @@ export class Host implements HostMemoryView {
   private nextPid = 1;
   /** Reverse map: which VMAs map each file (sized by mappings, not by files). */
   private readonly rmap = new Map<FileProvider, Set<Vma>>();
+  /** Nesting of address-space operations in progress (`ProcessKernel.mmOp`). */
+  private mmDepth = 0;
+  /** Files whose last VMA went during the current address-space operation. */
+  private readonly unmappedFiles = new Set<FileProvider>();
   private readonly accessChecks: HostAccessCheck[] = [];
   private readonly kernel: ProcessKernel;
 
@@ -145,8 +149,15 @@ export class Host implements HostMemoryView {
         if (vma.file === undefined) return;
         const set = this.rmap.get(vma.file);
         set?.delete(vma);
-        if (set?.size === 0) this.rmap.delete(vma.file);
+        if (set?.size === 0) {
+          this.rmap.delete(vma.file);
+          if (vma.file.release !== undefined) {
+            this.unmappedFiles.add(vma.file);
+            if (this.mmDepth === 0) this.mmOp(() => undefined);
+          }
+        }
       },
+      mmOp: (f) => this.mmOp(f),
       checkAccess: (p, write) => this.checkHostAccess(p, write),
       exited: (pid) => void this.procs.delete(pid),
     };
@@ -576,6 +587,23 @@ export class Host implements HostMemoryView {
       this.charge('host.page_zero', 2 ** order);
     }
     if (this.sim?.trace.enabled) this.sim.trace.emit('host.alloc', { pfn: p, order, purpose });
+  }
+
+  /**
+   * Runs one address-space operation; when the outermost one ends, every file whose last VMA went
+   * during it and that no VMA maps again gets its `release` hook (the fput of the last vm_file).
+   */
+  private mmOp<T>(f: () => T): T {
+    this.mmDepth++;
+    try {
+      return f();
+    } finally {
+      if (--this.mmDepth === 0 && this.unmappedFiles.size > 0) {
+        const files = [...this.unmappedFiles];
+        this.unmappedFiles.clear();
+        for (const file of files) if (!this.rmap.has(file)) file.release?.();
+      }
+    }
   }
 
   private releasePending(start: number, end: number): void {

@@ -292,6 +292,87 @@ describe('File mappings', () => {
   });
 });
 
+describe('FileProvider.release: the last mapping of a file going', () => {
+  function counted(host: Host) {
+    const f = testFile(host, 64);
+    let releases = 0;
+    let mappedAtRelease = -1;
+    const file = Object.assign(f, {
+      release() {
+        releases++;
+        mappedAtRelease = host.mappingsOf(file);
+      },
+    });
+    return { file, releases: () => releases, mappedAtRelease: () => mappedAtRelease };
+  }
+
+  it('fires once, after the last munmap, not on the VMA splits before it', () => {
+    const host = createHost({ frames: 4096 });
+    const { file, releases, mappedAtRelease } = counted(host);
+    const p = host.createProcess('vmm');
+    const a = p.mmap({ length: 16 * PAGE, prot: RW, flags: MAP.SHARED, file });
+    p.touch(a, 16 * PAGE, 'write');
+    p.mprotect(a + 4 * PAGE, 4 * PAGE, PROT.READ); // splits into three VMAs
+    p.munmap(a + 6 * PAGE, 4 * PAGE); // punches a hole through two of them
+    expect(host.mappingsOf(file)).toBe(3);
+    p.munmap(a, 6 * PAGE);
+    p.munmap(a + 12 * PAGE, 2 * PAGE); // splits the last VMA: still mapped
+    expect(releases()).toBe(0);
+    checkInvariants(host);
+    p.munmap(a, 16 * PAGE);
+    expect(releases()).toBe(1);
+    expect(mappedAtRelease()).toBe(0);
+    p.munmap(a, 16 * PAGE); // nothing mapped: no second call
+    expect(releases()).toBe(1);
+    checkInvariants(host);
+  });
+
+  it('counts mappings across processes; exit drops a process\'s mappings', () => {
+    const host = createHost({ frames: 4096 });
+    const { file, releases } = counted(host);
+    const p1 = host.createProcess('vmm');
+    const p2 = host.createProcess('helper');
+    const a1 = p1.mmap({ length: 8 * PAGE, prot: RW, flags: MAP.SHARED, file });
+    p2.mmap({ length: 8 * PAGE, prot: RW, flags: MAP.SHARED, file });
+    p1.munmap(a1, 8 * PAGE);
+    expect(releases()).toBe(0);
+    p2.exit();
+    expect(releases()).toBe(1);
+    // Mapped again and unmapped again: released again.
+    const a3 = p1.mmap({ length: 4 * PAGE, prot: RW, flags: MAP.SHARED, file });
+    p1.exit();
+    expect(releases()).toBe(2);
+    expect(a3).toBeGreaterThan(0);
+    checkInvariants(host);
+  });
+
+  it('MAP_FIXED over the last mapping: released when replaced by something else, not when replaced by the same file', () => {
+    const host = createHost({ frames: 4096 });
+    const { file, releases } = counted(host);
+    const p = host.createProcess('vmm');
+    const a = p.mmap({ length: 8 * PAGE, prot: RW, flags: MAP.SHARED, file });
+    p.mmap({ addr: a, length: 8 * PAGE, prot: PROT.READ, flags: MAP.SHARED | MAP.FIXED, file, offset: 8 * PAGE });
+    expect(releases()).toBe(0);
+    expect(host.mappingsOf(file)).toBe(1);
+    p.mmap({ addr: a + 2 * PAGE, length: 2 * PAGE, prot: RW, flags: ANON | MAP.FIXED });
+    expect(releases()).toBe(0); // two pieces of the file's mapping remain
+    p.mmap({ addr: a, length: 8 * PAGE, prot: RW, flags: ANON | MAP.FIXED });
+    expect(releases()).toBe(1);
+    expect(host.mappingsOf(file)).toBe(0);
+    checkInvariants(host);
+  });
+
+  it('a refused mmap or munmap of anonymous memory never calls it', () => {
+    const host = createHost({ frames: 4096 });
+    const { file, releases } = counted(host);
+    const p = host.createProcess('vmm');
+    expect(() => p.mmap({ length: PAGE, prot: RW, flags: MAP.PRIVATE, file })).toThrow();
+    const a = p.mmap({ length: 4 * PAGE, prot: RW, flags: ANON });
+    p.munmap(a, 4 * PAGE);
+    expect(releases()).toBe(0);
+  });
+});
+
 describe('GUP', () => {
   it('pins raise refcounts; unpin drops them; a pinned anonymous page outlives munmap', () => {
     const host = createHost({ frames: 4096 });

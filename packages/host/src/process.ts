@@ -103,6 +103,11 @@ export interface ProcessKernel {
   charge(name: HostCostName, units: number): void;
   rmapAdd(vma: Vma): void;
   rmapRemove(vma: Vma): void;
+  /**
+   * Runs `f` as one address-space operation: files whose last VMA went during it get their
+   * `release` hook once it is over (when no VMA maps them any more).
+   */
+  mmOp<T>(f: () => T): T;
   checkAccess(pfn: Pfn, write: boolean): 'ok' | HostFault;
   exited(pid: number): void;
 }
@@ -251,9 +256,11 @@ export class HostProcess {
     // The file's mmap runs before anything is replaced, so its refusal leaves the old mappings.
     file?.mmap?.({ pid: this.pid, addr: start * PAGE_SIZE, length: npages * PAGE_SIZE, prot, shared, pgoff });
 
-    if (fixed) this.unmapFrames(start, start + npages);
     const vma: Vma = { process: this, start: toHfn(start), end: toHfn(start + npages), prot, shared, file, pgoff };
-    this.insertVma(vma);
+    this.kernel.mmOp(() => {
+      if (fixed) this.unmapFrames(start, start + npages);
+      this.insertVma(vma);
+    });
     const sim = this.kernel.host.sim;
     if (sim?.trace.enabled) {
       sim.trace.emit('host.mmap', { pid: this.pid, hva: start * PAGE_SIZE, length: npages * PAGE_SIZE, prot, flags, file: file?.name ?? null });
@@ -276,7 +283,7 @@ export class HostProcess {
     const op = 'munmap';
     this.checkAlive(op);
     const [start, end] = this.checkUserRange(addr, length, op);
-    const pages = this.unmapFrames(start, end);
+    const pages = this.kernel.mmOp(() => this.unmapFrames(start, end));
     const sim = this.kernel.host.sim;
     if (sim?.trace.enabled) sim.trace.emit('host.munmap', { pid: this.pid, hva: addr, length: (end - start) * PAGE_SIZE, pages });
   }
@@ -301,21 +308,23 @@ export class HostProcess {
         throw new KvmError('EACCES', op, `${v.file.name} is not open for writing`);
       }
     }
-    for (const v of affected) {
-      this.splitVmaAt(v, start, end);
-      const inner = this.vmasIn(start, end);
-      for (const piece of inner) {
-        if (piece.prot === prot) continue;
-        this.replaceVma(piece, { ...piece, prot });
+    this.kernel.mmOp(() => {
+      for (const v of affected) {
+        this.splitVmaAt(v, start, end);
+        const inner = this.vmasIn(start, end);
+        for (const piece of inner) {
+          if (piece.prot === prot) continue;
+          this.replaceVma(piece, { ...piece, prot });
+        }
       }
-    }
+    });
     this.kernel.charge('host.tlb_flush', 1);
   }
 
   /** Unmaps everything and marks the process dead (exit_mmap); pinned anonymous pages survive until unpinned. */
   exit(): void {
     if (!this.live) return;
-    this.unmapFrames(0, TASK_FRAMES);
+    this.kernel.mmOp(() => this.unmapFrames(0, TASK_FRAMES));
     this.live = false;
     this.kernel.exited(this.pid);
   }
