@@ -36,4 +36,6 @@ export interface GmemContext {
   readonly proposals: GmemProposals;
   readonly listeners: readonly GmemInvalidationListener[];
   closeFd(fd: number): void;
+  /** The file was released (last fd closed and last mapping gone). */
+  released(file: object): void;
 }

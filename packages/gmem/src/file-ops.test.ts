@@ -179,9 +179,55 @@ describe('host mmap', () => {
     expect(vmm.read(a, 1)).toMatchObject({ ok: true, data: new Uint8Array([5]) });
     expect(f.alive).toBe(true);
     vmm.munmap(a, 2 * P);
-    vm.reap();
     expect(f.alive).toBe(false);
     expect(host.buddy.usedBy('guest_memfd')).toBe(0);
+  });
+
+  it('release is exact: the last munmap frees the pages at once, however the VMA was split', () => {
+    const { vm, vmm, host } = setup();
+    const f = vm.createGuestMemfd({ size: 8 * P, flags: MMAP | SHARED });
+    const slot = slotAt(0, 8);
+    vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: 8 }, slot);
+    const a = vmm.mmap({ length: 8 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: f });
+    for (let i = 0; i < 8; i++) vmm.write(a + i * P, new Uint8Array([i + 1]));
+    vm.checkInvariants();
+    host.checkInvariants();
+    f.close();
+    vm.checkInvariants();
+    host.checkInvariants();
+    // Still readable through the mapping; a new mmap needs an fd.
+    expect(vmm.read(a + 3 * P, 1)).toMatchObject({ ok: true, data: new Uint8Array([4]) });
+    expect(errno(() => vmm.mmap({ length: P, prot: PROT.READ, flags: MAP.SHARED, file: f }))).toBe('EBADF');
+    expect(vm.liveFiles()).toContain(f);
+    expect(host.buddy.usedBy('guest_memfd')).toBe(8);
+    vmm.mprotect(a + 2 * P, 2 * P, PROT.READ); // three VMAs
+    vmm.munmap(a, 3 * P);
+    expect(f.alive).toBe(true);
+    expect(vmm.read(a + 5 * P, 1)).toMatchObject({ ok: true, data: new Uint8Array([6]) });
+    vm.checkInvariants();
+    host.checkInvariants();
+    vmm.munmap(a + 3 * P, 5 * P);
+    expect(f.alive).toBe(false);
+    expect(vm.liveFiles()).not.toContain(f);
+    expect(host.buddy.usedBy('guest_memfd')).toBe(0);
+    expect(errno(() => vm.getPfn(slot, 0))).toBe('EFAULT');
+    vm.checkInvariants();
+    host.checkInvariants();
+  });
+
+  it('process exit drops the last mapping of a closed file and releases it', () => {
+    const { vm, host } = setup();
+    const helper = host.createProcess('helper');
+    const f = vm.createGuestMemfd({ size: 4 * P, flags: MMAP | SHARED });
+    const a = helper.mmap({ length: 4 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: f });
+    helper.touch(a, 4 * P, 'write');
+    f.close();
+    expect(host.buddy.usedBy('guest_memfd')).toBe(4);
+    helper.exit();
+    expect(f.alive).toBe(false);
+    expect(host.buddy.usedBy('guest_memfd')).toBe(0);
+    vm.checkInvariants();
+    host.checkInvariants();
   });
 });
 

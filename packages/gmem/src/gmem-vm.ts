@@ -127,6 +127,7 @@ export class GmemVm {
       proposals,
       listeners: this.listeners,
       closeFd: (fd) => this.close(fd),
+      released: (file) => void this.files.delete(file as GuestMemfd),
     };
     this.binder = {
       checkBind: (req) => this.checkBind(req),
@@ -172,7 +173,6 @@ export class GmemVm {
    */
   createGuestMemfd(req: KvmCreateGuestMemfd): GuestMemfd {
     const op = 'KVM_CREATE_GUEST_MEMFD';
-    this.reap();
     const rawFlags = BigInt(req.flags ?? 0);
     if (rawFlags < 0n || rawFlags >= 2n ** 32n) throw new KvmError('EINVAL', op, `flags 0x${rawFlags.toString(16)} has unsupported bits`);
     const flags = Number(rawFlags);
@@ -227,8 +227,8 @@ export class GmemVm {
   /**
    * close(2). When the last fd of a file goes and no host VMA maps it, the file is released
    * (kvm_gmem_release): bindings are invalidated and cleared, pages freed. While a VMA still maps
-   * it, the mapping keeps the file alive, as in Linux; it is released at the first operation of
-   * this VM (or {@link GmemVm.reap}) that finds it unmapped.
+   * it, the mapping keeps the file alive, as in Linux (the VMA holds a file reference): it is
+   * released when the last VMA goes (munmap, process exit, MAP_FIXED over it).
    */
   close(fd: number): void {
     const t = this.fdTable.remove(fd);
@@ -236,17 +236,6 @@ export class GmemVm {
     const file = t.file as GuestMemfd;
     if (this.fdTable.countOf(file) > 0) return;
     file.markFdClosed();
-    this.reap();
-  }
-
-  /** Releases every file with no fd left and no host VMA mapping it (the model's stand-in for the last fput). */
-  reap(): void {
-    for (const f of this.files) {
-      if (f.fdsClosed && this.host.mappingsOf(f) === 0) {
-        f.release();
-        this.files.delete(f);
-      }
-    }
   }
 
   /** Registers the MMU's invalidation listener; returns the function that removes it. */
@@ -287,9 +276,11 @@ export class GmemVm {
 
   /** Checks every live file and the accounting across them and the host. */
   checkInvariants(): void {
-    this.reap();
     let pages = 0;
     for (const f of this.files) {
+      // A file with no fd left lives only while a host VMA maps it (released at the last munmap).
+      if (f.fdsClosed && this.host.mappingsOf(f) === 0) throw new ModelInvariantError('gmem.release', `${f.name} has no fd and no mapping but was not released`);
+      if (!f.alive) throw new ModelInvariantError('gmem.release', `${f.name} was released but is still listed`);
       f.checkInvariants();
       pages += f.allocatedPages;
     }
@@ -302,7 +293,6 @@ export class GmemVm {
 
   private checkBind(req: GmemBindRequest): { file: object; gmemOnly: boolean } {
     const op = 'kvm_gmem_bind';
-    this.reap();
     const t = this.fdTable.get(req.fd);
     if (t === undefined) throw new KvmError('EBADF', op, `fd ${req.fd} is not open`);
     if (t.kind !== 'guest_memfd' || !(t.file instanceof GuestMemfd)) throw new KvmError('EINVAL', op, `fd ${req.fd} is not a guest_memfd`);

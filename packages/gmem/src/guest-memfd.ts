@@ -8,8 +8,10 @@
  * modelled here.
  */
 import {
+  EnumRangeMap,
   KvmError,
   ModelInvariantError,
+  NumberRangeMap,
   PAGE_SIZE,
   RangeMap,
   alignDown,
@@ -108,6 +110,9 @@ interface CacheEntry {
 
 let nextIno = 1;
 
+/** What `invalidateBegin` returns when no range is bound or nobody listens (never mutated). */
+const NO_RANGES: readonly GmemInvalidateRange[] = [];
+
 /** Bytes → page count from the ioctl surface, EINVAL when not page aligned. */
 function pagesOf(bytes: number, op: string, what: string): number {
   if (bytes % PAGE_SIZE !== 0) throw new KvmError('EINVAL', op, `${what} = ${bytes} is not a multiple of ${PAGE_SIZE}`);
@@ -136,8 +141,10 @@ export class GuestMemfd implements FileProvider {
 
   private readonly ctx: GmemContext;
   private readonly host: Host;
-  private readonly folios = new RangeMap<number>();
-  private readonly share = new RangeMap<Shareability>();
+  private readonly invalidateLockName: string;
+  /** The page cache (folio-map.ts packs the values); typed arrays, as it holds a run per scattered folio. */
+  private readonly folios = new NumberRangeMap();
+  private readonly share = new EnumRangeMap<Shareability>([SHAREABILITY.GUEST, SHAREABILITY.ALL]);
   private readonly bindings = new RangeMap<Binding>();
   private readonly poisoned = new RangeMap<true>();
   /** lpage_info-like records: blocks of order 9 / 18 whose shareability is mixed. */
@@ -155,6 +162,7 @@ export class GuestMemfd implements FileProvider {
     this.fd = fd;
     this.ino = nextIno++;
     this.name = `guest_memfd:${this.ino}`;
+    this.invalidateLockName = `${this.name}.invalidate_lock`;
     this.nrPages = nrPages;
     this.flags = flags;
     this.hugeOrder = hugeOrder;
@@ -211,7 +219,7 @@ export class GuestMemfd implements FileProvider {
   /** Whether the huge block of `order` containing `index` has mixed shareability (lpage_info's KVM_LPAGE_MIXED_FLAG). */
   isMixed(index: number, order: number): boolean {
     const s = alignDown(index, order);
-    return !this.share.isUniform(s, Math.min(s + 2 ** order, this.nrPages), this.share.get(s));
+    return this.share.uniformValue(s, Math.min(s + 2 ** order, this.nrPages)) === undefined;
   }
 
   /** Blocks of `order` (9 or 18) recorded as mixed, as index ranges (kept when the file has folios of that order). */
@@ -351,6 +359,8 @@ export class GuestMemfd implements FileProvider {
    * → EINVAL (no copy-on-write of guest memory). Mapping past EOF is allowed; faults there SIGBUS.
    */
   mmap(req: FileMmapRequest): void {
+    // mmap(2) takes an fd: a file whose fds are all closed cannot be mapped again.
+    this.checkOpen('mmap');
     if ((req.prot & uapi.PROT_EXEC) !== 0) throw new KvmError('EPERM', 'mmap', 'guest_memfd lives on a noexec mount: PROT_EXEC is refused');
     if (!this.mmapSupported) throw new KvmError('ENODEV', 'mmap', `${this.name} was created without GUEST_MEMFD_FLAG_MMAP`);
     if (!req.shared) throw new KvmError('EINVAL', 'mmap', 'guest_memfd mappings must be MAP_SHARED (no copy-on-write)');
@@ -472,14 +482,26 @@ export class GuestMemfd implements FileProvider {
     const op = 'KVM_SET_MEMORY_ATTRIBUTES2';
     this.checkOpen(op);
     if (!this.ctx.proposals.memoryAttributes2) throw new KvmError('ENOTTY', op, 'in-place conversion (gmem_in_place_conversion) is off');
-    if (BigInt(req.flags ?? 0) !== 0n) throw new KvmError('EINVAL', op, 'flags must be 0');
-    if ((req.reserved ?? []).some((r) => BigInt(r) !== 0n)) throw new KvmError('EINVAL', op, 'reserved fields must be 0');
+    // The common shapes (number fields, no reserved array) skip the BigInt conversions; anything
+    // else takes the general path, with the same refusals.
+    const flags = req.flags;
+    if (!(flags === undefined || flags === 0) && BigInt(flags) !== 0n) throw new KvmError('EINVAL', op, 'flags must be 0');
+    const reserved = req.reserved;
+    if (reserved !== undefined && reserved.some((r) => BigInt(r) !== 0n)) throw new KvmError('EINVAL', op, 'reserved fields must be 0');
     if (!this.ctx.privateMem) throw new KvmError('EINVAL', op, 'the VM has no private memory');
-    const attrs = BigInt(req.attributes);
-    if ((attrs & ~BigInt(uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)) !== 0n) throw new KvmError('EINVAL', op, `attributes 0x${attrs.toString(16)} other than PRIVATE`);
-    const { start, end } = this.convertRange(req.offset, req.size, op, true);
+    const a = req.attributes;
+    let toPrivate: boolean;
+    if (a === 0 || a === uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE) {
+      toPrivate = a !== 0;
+    } else {
+      const attrs = BigInt(a);
+      if ((attrs & ~BigInt(uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)) !== 0n) throw new KvmError('EINVAL', op, `attributes 0x${attrs.toString(16)} other than PRIVATE`);
+      toPrivate = attrs !== 0n;
+    }
+    const start = this.convertStart(req.offset, req.size, op, true);
+    const end = start + (toByteCount(req.size, op, 'size') / PAGE_SIZE);
     try {
-      this.convert(start, end, attrs !== 0n, 'memory_attributes2');
+      this.convert(start, end, toPrivate, 'memory_attributes2');
     } catch (e) {
       const off = (e as KvmError).data?.['error_offset'];
       if (off !== undefined) req.error_offset = off as number;
@@ -502,7 +524,8 @@ export class GuestMemfd implements FileProvider {
     if (!this.ctx.proposals.gmemConvert) throw new KvmError('ENOTTY', op, 'the KVM_GMEM_CONVERT_* ioctls (conversion RFC v2) are not enabled');
     if (BigInt(req.error_offset ?? 0) !== 0n) throw new KvmError('EINVAL', op, 'error_offset must be 0 on input');
     if (BigInt(req.size) === 0n) return 0;
-    const { start, end } = this.convertRange(req.offset, req.size, op, false);
+    const start = this.convertStart(req.offset, req.size, op, false);
+    const end = start + toByteCount(req.size, op, 'size') / PAGE_SIZE;
     try {
       this.convert(start, end, toPrivate, op === 'KVM_GMEM_CONVERT_SHARED' ? 'convert_shared' : 'convert_private');
     } catch (e) {
@@ -513,14 +536,15 @@ export class GuestMemfd implements FileProvider {
     return 0;
   }
 
-  private convertRange(offset: number | bigint, size: number | bigint, op: string, zeroSizeInvalid: boolean): { start: number; end: number } {
+  /** Validates a conversion's `offset`/`size` (EINVAL unless page aligned and inside the file); returns the first page. */
+  private convertStart(offset: number | bigint, size: number | bigint, op: string, zeroSizeInvalid: boolean): number {
     const off = toByteCount(offset, op, 'offset');
     const sz = toByteCount(size, op, 'size');
     if (sz === 0 && zeroSizeInvalid) throw new KvmError('EINVAL', op, 'size is 0');
     const start = pagesOf(off, op, 'offset');
     const n = pagesOf(sz, op, 'size');
     if (start >= this.nrPages || start + n > this.nrPages) throw new KvmError('EINVAL', op, `[${off}, +${sz}) is not inside the file`);
-    return { start, end: start + n };
+    return start;
   }
 
   /**
@@ -532,37 +556,49 @@ export class GuestMemfd implements FileProvider {
    */
   convert(start: number, end: number, toPrivate: boolean, entry: string): void {
     const target: Shareability = toPrivate ? SHAREABILITY.GUEST : SHAREABILITY.ALL;
-    if (this.share.isUniform(start, end, target)) return;
-    this.withInvalidateLock(() => {
-      const hasFolios = !this.folios.isUniform(start, end, undefined);
-      this.invalidateCaches(start, end);
-      if (toPrivate && hasFolios) {
-        if (this.host.mappingsOf(this) > 0) this.host.unmapFileRange(this, start, end);
-        const bad = this.firstReferencedFolio(start, end);
-        if (bad !== undefined) {
-          this.counters.refused++;
-          const errorOffset = Math.max(start, bad) * PAGE_SIZE;
-          this.trace('gmem.convert_refused', { file: this.name, start, end, errorOffset });
-          throw new KvmError('EAGAIN', 'convert', `folio at index ${bad} is still referenced (pinned or mapped) by the host`, { error_offset: errorOffset });
-        }
+    // One lookup answers both the no-op test and the invalidation filter: runs coalesce, so the
+    // range is uniform exactly when the run at `start` reaches `end`.
+    const now = this.share.uniformValue(start, end);
+    if (now === target) return;
+    const filter: GmemInvalidateFilter = now === undefined ? 'both' : now === SHAREABILITY.GUEST ? 'private' : 'shared';
+    const sim = this.ctx.sim;
+    if (sim === undefined) this.convertLocked(start, end, toPrivate, target, filter, entry);
+    else sim.rwlock(this.invalidateLockName).write(() => this.convertLocked(start, end, toPrivate, target, filter, entry));
+  }
+
+  /** `convert` under the invalidate lock, `filter` being what the range held before (kvm_gmem_get_invalidate_filter). */
+  private convertLocked(start: number, end: number, toPrivate: boolean, target: Shareability, filter: GmemInvalidateFilter, entry: string): void {
+    const hasFolios = this.allocated > 0 && !this.folios.isUniform(start, end, undefined);
+    this.invalidateCaches(start, end);
+    if (toPrivate && hasFolios) {
+      if (this.host.mappingsOf(this) > 0) this.host.unmapFileRange(this, start, end);
+      const bad = this.firstReferencedFolio(start, end);
+      if (bad !== undefined) {
+        this.counters.refused++;
+        const errorOffset = Math.max(start, bad) * PAGE_SIZE;
+        if (this.tracing) this.trace('gmem.convert_refused', { file: this.name, start, end, errorOffset });
+        throw new KvmError('EAGAIN', 'convert', `folio at index ${bad} is still referenced (pinned or mapped) by the host`, { error_offset: errorOffset });
       }
-      this.charge('gmem.convert');
-      const ranges = this.invalidateBegin(start, end, this.filterOf(start, end), 'convert');
-      if (!toPrivate && hasFolios) {
+    }
+    this.charge('gmem.convert');
+    const ranges = this.invalidateBegin(start, end, filter, 'convert');
+    if (!toPrivate && hasFolios) {
+      const inval = this.ctx.arch?.gmemInvalidate;
+      if (inval !== undefined) {
         for (const r of this.folios.runs(start, end)) {
           const d = folioDelta(r.value);
-          this.ctx.arch?.gmemInvalidate?.(toPfn(r.start + d), toPfn(r.end + d));
+          inval.call(this.ctx.arch, toPfn(r.start + d), toPfn(r.end + d));
         }
-        // Pages leave the guest: they must be prepared again once private.
-        if (this.ctx.preparedTracking) this.setFlags(start, end, 0, FOLIO_PREPARED);
       }
-      this.share.set(start, end, target);
-      this.counters.conversions++;
-      this.updateMixed(start, end);
-      if (this.hugeOrder > 0 && hasFolios) this.reshapeAfterConvert(start, end);
-      this.invalidateEnd(ranges);
-      this.trace('gmem.convert', { file: this.name, start, end, to: target, entry });
-    });
+      // Pages leave the guest: they must be prepared again once private.
+      if (this.ctx.preparedTracking) this.setFlags(start, end, 0, FOLIO_PREPARED);
+    }
+    this.share.set(start, end, target);
+    this.counters.conversions++;
+    if (this.mixed.size > 0) this.updateMixed(start, end);
+    if (this.hugeOrder > 0 && hasFolios) this.reshapeAfterConvert(start, end);
+    this.invalidateEnd(ranges);
+    if (this.tracing) this.trace('gmem.convert', { file: this.name, start, end, to: target, entry });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -685,11 +721,20 @@ export class GuestMemfd implements FileProvider {
   }
 
   /**
-   * @internal kvm_gmem_release plus inode eviction: every binding is invalidated (shared and private)
-   * and dropped, then every folio is freed. Slots keep pointing at nothing (get_pfn → EFAULT).
+   * The host's `FileProvider.release`: the last VMA mapping the file went (its vm_file reference
+   * was the last one). Releases the file when no fd refers to it any more; otherwise the fds keep
+   * it alive and closing the last of them releases it.
    */
   release(): void {
-    if (this.released) return;
+    if (this.fdClosed && !this.released && this.host.mappingsOf(this) === 0) this.evict();
+  }
+
+  /**
+   * @internal kvm_gmem_release plus inode eviction (the last fput): every binding is invalidated
+   * (shared and private) and dropped, then every folio is freed. Slots keep pointing at nothing
+   * (get_pfn → EFAULT).
+   */
+  private evict(): void {
     const nb = this.bindings.runCount;
     const pages = this.allocated;
     this.withInvalidateLock(() => {
@@ -700,12 +745,17 @@ export class GuestMemfd implements FileProvider {
       this.invalidateEnd(r);
     });
     this.released = true;
-    this.trace('gmem.release', { file: this.name, pages, bindings: nb });
+    this.ctx.released(this);
+    if (this.tracing) this.trace('gmem.release', { file: this.name, pages, bindings: nb });
   }
 
-  /** @internal Marks the creation fd (and its dups) closed; the file lives on while host VMAs map it. */
+  /**
+   * @internal The last fd referring to the file was closed: the file is released now, or, while a
+   * host VMA still maps it, when the last such VMA goes (the host's `release` hook).
+   */
   markFdClosed(): void {
     this.fdClosed = true;
+    this.release();
   }
 
   /** @internal Whether no fd refers to the file any more. */
@@ -843,36 +893,55 @@ export class GuestMemfd implements FileProvider {
     return { signal: 'SIGBUS', reason };
   }
 
+  /** Whether trace events are recorded: callers test it before building an event's fields. */
+  private get tracing(): boolean {
+    return this.ctx.sim?.trace.enabled === true;
+  }
+
   private withInvalidateLock<T>(f: () => T): T {
     const sim = this.ctx.sim;
-    return sim === undefined ? f() : sim.rwlock(`${this.name}.invalidate_lock`).write(f);
+    return sim === undefined ? f() : sim.rwlock(this.invalidateLockName).write(f);
   }
 
   /** The filter for zapping `[start, end)`: from the shareability it holds (kvm_gmem_get_invalidate_filter). */
   private filterOf(start: number, end: number): GmemInvalidateFilter {
-    const s = this.share.get(start);
-    if (s !== undefined && this.share.isUniform(start, Math.min(end, this.nrPages), s)) return s === SHAREABILITY.GUEST ? 'private' : 'shared';
+    const s = this.share.uniformValue(start, Math.min(end, this.nrPages));
+    if (s !== undefined) return s === SHAREABILITY.GUEST ? 'private' : 'shared';
     return 'both';
   }
 
-  private invalidateBegin(start: number, end: number, filter: GmemInvalidateFilter, reason: GmemInvalidateReason): GmemInvalidateRange[] {
-    if (this.bindings.runCount === 0) return [];
-    const out: GmemInvalidateRange[] = [];
-    for (const r of this.bindings.runs(start, end)) {
-      const b = r.value;
-      const g = b.slot.baseGfn + (r.start - b.pgoff);
-      out.push({ file: this, slot: b.slot, start: toGfn(g), end: toGfn(g + (r.end - r.start)), index: toPgoff(r.start), filter, reason });
+  private invalidateBegin(start: number, end: number, filter: GmemInvalidateFilter, reason: GmemInvalidateReason): readonly GmemInvalidateRange[] {
+    if (this.bindings.runCount === 0) return NO_RANGES;
+    const sim = this.ctx.sim;
+    // Without listeners and without a sim nothing can observe the ranges: skip building them.
+    if (this.ctx.listeners.length === 0 && sim === undefined) return NO_RANGES;
+    let out: GmemInvalidateRange[];
+    const b0 = this.bindings.runAt(start);
+    if (b0 !== undefined && b0.end >= end) {
+      // The common case: one binding covers the whole range.
+      const b = b0.value;
+      const g = b.slot.baseGfn + (start - b.pgoff);
+      out = [{ file: this, slot: b.slot, start: toGfn(g), end: toGfn(g + (end - start)), index: toPgoff(start), filter, reason }];
+    } else {
+      out = [];
+      for (const r of this.bindings.runs(start, end)) {
+        const b = r.value;
+        const g = b.slot.baseGfn + (r.start - b.pgoff);
+        out.push({ file: this, slot: b.slot, start: toGfn(g), end: toGfn(g + (r.end - r.start)), index: toPgoff(r.start), filter, reason });
+      }
+      if (out.length === 0) return NO_RANGES;
     }
-    if (out.length === 0) return out;
     this.charge('gmem.invalidate', out.length);
-    this.trace('gmem.invalidate', { file: this.name, start, end, filter, reason, slots: out.length });
-    for (const l of this.ctx.listeners) for (const r of out) l.invalidateBegin(r);
+    if (sim?.trace.enabled) sim.trace.emit('gmem.invalidate', { file: this.name, start, end, filter, reason, slots: out.length });
+    const ls = this.ctx.listeners;
+    for (let i = 0; i < ls.length; i++) for (let j = 0; j < out.length; j++) ls[i]!.invalidateBegin(out[j]!);
     return out;
   }
 
-  private invalidateEnd(ranges: GmemInvalidateRange[]): void {
+  private invalidateEnd(ranges: readonly GmemInvalidateRange[]): void {
     if (ranges.length === 0) return;
-    for (const l of this.ctx.listeners) for (const r of ranges) l.invalidateEnd(r);
+    const ls = this.ctx.listeners;
+    for (let i = 0; i < ls.length; i++) for (let j = 0; j < ranges.length; j++) ls[i]!.invalidateEnd(ranges[j]!);
   }
 
   private invalidateCaches(start: number, end: number): void {
@@ -1037,15 +1106,19 @@ export class GuestMemfd implements FileProvider {
 
   private updateMixed(start: number, end: number): void {
     for (const [order, m] of this.mixed) {
-      const n = 2 ** order;
       const inner0 = alignUp(start, order);
       const inner1 = alignDown(end, order);
       if (inner0 < inner1) m.clear(inner0, inner1);
-      for (const b of new Set([alignDown(start, order), alignDown(end - 1, order)])) {
-        if (this.isMixed(b, order)) m.set(b, Math.min(b + n, this.nrPages), true);
-        else m.clear(b, b + n);
-      }
+      const first = alignDown(start, order);
+      const last = alignDown(end - 1, order);
+      this.updateMixedBlock(m, first, order);
+      if (last !== first) this.updateMixedBlock(m, last, order);
     }
+  }
+
+  private updateMixedBlock(m: RangeMap<true>, b: number, order: number): void {
+    if (this.isMixed(b, order)) m.set(b, Math.min(b + 2 ** order, this.nrPages), true);
+    else m.clear(b, b + 2 ** order);
   }
 
   /** After a conversion: split blocks that became mixed (split-eager) and merge those uniform again. */
