@@ -79,6 +79,8 @@ export interface GmemBinder {
 interface SlotBinding {
   readonly file: GuestMemfd;
   readonly pgoff: number;
+  /** The slot object the range was bound with: the file's own bindings name it. */
+  readonly slot: GmemSlotView;
 }
 
 /** Creates the guest_memfd side of one VM. */
@@ -98,6 +100,9 @@ export class GmemVm {
   private readonly ctx: GmemContext;
   private readonly listeners: GmemInvalidationListener[] = [];
   private readonly files = new Set<GuestMemfd>();
+  /** By the binding object bind() returned (what memslot keeps across flags-only changes)... */
+  private readonly byBinding = new WeakMap<object, SlotBinding>();
+  /** ...and by the slot object it was bound with, for callers whose slot views carry no binding. */
   private readonly slotBindings = new WeakMap<GmemSlotView, SlotBinding>();
   private readonly initShared: boolean;
 
@@ -252,14 +257,14 @@ export class GmemVm {
    * the file was released), then the file's own refusals (EIO, EHWPOISON, ENOMEM).
    */
   getPfn(slot: GmemSlotView, gfn: Gfn | number): GmemPfn {
-    const b = this.slotBindings.get(slot);
+    const b = this.lookup(slot);
     if (b === undefined || !b.file.alive) throw new KvmError('EFAULT', 'kvm_gmem_get_pfn', 'the slot has no guest_memfd (unbound or file released)');
-    return b.file.getPfn(slot, gfn, b.pgoff);
+    return b.file.getPfn(b.slot, gfn, b.pgoff);
   }
 
   /** The file and first page a slot is bound to, while the file lives. */
   bindingOf(slot: GmemSlotView): { file: GuestMemfd; pgoff: PgOff } | undefined {
-    const b = this.slotBindings.get(slot);
+    const b = this.lookup(slot);
     return b === undefined || !b.file.alive ? undefined : { file: b.file, pgoff: toPgoff(b.pgoff) };
   }
 
@@ -268,10 +273,14 @@ export class GmemVm {
    * released; then per page as `GuestMemfd.populate`.
    */
   populate(args: GmemPopulateArgs): number {
-    const b = this.slotBindings.get(args.slot);
+    const b = this.lookup(args.slot);
     if (b === undefined) throw new KvmError('EINVAL', 'kvm_gmem_populate', 'the slot has no guest_memfd');
     if (!b.file.alive) throw new KvmError('EFAULT', 'kvm_gmem_populate', 'the slot\'s guest_memfd was released');
-    return b.file.populate(args, b.pgoff);
+    return b.file.populate({ ...args, slot: b.slot }, b.pgoff);
+  }
+
+  private lookup(slot: GmemSlotView): SlotBinding | undefined {
+    return (slot.gmem !== undefined ? this.byBinding.get(slot.gmem.binding) : undefined) ?? this.slotBindings.get(slot);
   }
 
   /** Checks every live file and the accounting across them and the host. */
@@ -308,13 +317,19 @@ export class GmemVm {
   private bind(req: GmemBindRequest, slot: GmemSlotView): GmemBinding {
     const file = this.file(req.fd) as GuestMemfd;
     file.bindRange(slot, req.offset, req.npages);
-    this.slotBindings.set(slot, { file, pgoff: req.offset });
-    return { file, pgoff: toPgoff(req.offset), npages: req.npages };
+    const bound: SlotBinding = { file, pgoff: req.offset, slot };
+    const binding: GmemBinding = { file, pgoff: toPgoff(req.offset), npages: req.npages };
+    this.slotBindings.set(slot, bound);
+    this.byBinding.set(binding, bound);
+    return binding;
   }
 
   private unbind(binding: GmemBinding, slot: GmemSlotView): void {
     const file = binding.file as GuestMemfd;
-    file.unbindRange(slot, binding.pgoff, binding.npages);
-    this.slotBindings.delete(slot);
+    // After a flags-only change memslot hands back a newer slot object; the range is the bound one's.
+    const bound = this.byBinding.get(binding)?.slot ?? slot;
+    file.unbindRange(bound, binding.pgoff, binding.npages);
+    this.slotBindings.delete(bound);
+    this.byBinding.delete(binding);
   }
 }

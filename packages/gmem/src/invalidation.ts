@@ -16,6 +16,11 @@ import type { Gfn, PgOff } from '@cocokit/sdk';
 export interface GmemSlotView {
   readonly baseGfn: Gfn;
   readonly npages: number;
+  /**
+   * The binding gmem handed the memslot layer (memslot's `slot.gmem.binding`). A memslot change
+   * that keeps the binding (flags-only) makes a new slot object, so lookups go by the binding.
+   */
+  readonly gmem?: { readonly binding: object } | undefined;
 }
 
 /**

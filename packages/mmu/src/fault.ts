@@ -141,7 +141,7 @@ export function beginClassified(mmu: Mmu, f: ClassifiedFault): FaultOutcome | Pe
     if (slot.gmem === undefined || mmu.gmem === undefined) return exit(mmu, f, memoryFaultExit(gfn, f.private, 'EFAULT'), 'memoryFault');
     let got;
     try {
-      got = mmu.gmem.getPfn(mmu.gmemSlot(slot), gfn);
+      got = mmu.gmem.getPfn(slot, gfn);
     } catch (e) {
       if (isKvmError(e)) return exit(mmu, f, memoryFaultExit(gfn, f.private, e.errno), 'memoryFault');
       throw e;

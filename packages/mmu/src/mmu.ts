@@ -59,8 +59,6 @@ export class Mmu {
   readonly lock: RwLock;
   /** Set when a private-table removal failed for good (KVM_BUG_ON → the VM is dead): faults fail EIO. */
   bugged: string | undefined;
-  /** @internal Slot objects after a flags-only change → the object guest_memfd bound. */
-  readonly gmemAlias = new WeakMap<Memslot, Memslot>();
   private readonly unsubscribe: () => void;
 
   constructor(options: MmuOptions) {
@@ -258,15 +256,10 @@ export class Mmu {
     return index < b.file.nrPages && b.file.shareability(index) === 'guest';
   }
 
-  /** @internal The slot object guest_memfd knows (survives flags-only changes). */
-  gmemSlot(slot: Memslot): Memslot {
-    return this.gmemAlias.get(slot) ?? slot;
-  }
-
   /** @internal The live guest_memfd binding of a slot. */
   gmemBinding(slot: Memslot): ReturnType<GmemVm['bindingOf']> {
     if (slot.gmem === undefined || this.gmem === undefined) return undefined;
-    return this.gmem.bindingOf(this.gmemSlot(slot));
+    return this.gmem.bindingOf(slot);
   }
 
   /** @internal Accounts one remote TLB flush. */

@@ -85,11 +85,6 @@ export function subscribeAll(mmu: Mmu): () => void {
       }
     },
     afterChange(change): void {
-      const { old, new: next } = change;
-      if (change.kind === 'flags' && old !== undefined && next !== undefined && next.gmem !== undefined) {
-        // guest_memfd keys its binding by the slot object it bound.
-        mmu.gmemAlias.set(next, mmu.gmemSlot(old));
-      }
       if (change.kind === 'flags') applyDirtyLogFlags(mmu, change);
     },
     dirtyLogProtect(slot, ranges): void {
