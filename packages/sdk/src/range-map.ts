@@ -363,6 +363,13 @@ export class RangeMap<V> implements Iterable<Run<V>> {
    */
   firstWithout(start: number, end: number, predicate?: RangePredicate<V>): number | undefined {
     checkRange('RangeMap.firstWithout', start, end);
+    if (start === end) return undefined;
+    // The common question, "is all of [start, end) inside one matching run?", is one floor lookup:
+    // no iterator is built (allocation checks on every page touch ask exactly this).
+    const covering = this.tree.getPairOrNextLower(start, this.pair)?.[1];
+    if (covering !== undefined && covering.end >= end) {
+      return predicate === undefined || predicate(covering.value) ? undefined : start;
+    }
     let cursor = start;
     for (const r of this.iterateRuns(start, end)) {
       if (r.start > cursor) return cursor;
