@@ -16,21 +16,22 @@ export const FOLIO_UPTODATE = 1;
 /** Page flag: the arch prepare hook ran for it while private (6.18's uptodate, seed 003's GUEST_PREPARED). */
 export const FOLIO_PREPARED = 2;
 
-const mod = (x: number, m: number): number => ((x % m) + m) % m;
-
 /** Packs a folio entry. */
 export function encodeFolio(delta: number, order: number, flags: number): number {
   return (delta * 32 + order) * 4 + flags;
 }
 
+// With 0 <= order < 32 and 0 <= flags < 4, floor division recovers each field, negative deltas
+// included: floor(v / 128) = delta, floor(v / 4) = delta * 32 + order.
+
 /** The flags of an entry. */
-export const folioFlags = (v: number): number => mod(v, 4);
+export const folioFlags = (v: number): number => v - Math.floor(v / 4) * 4;
 /** The order of an entry. */
-export const folioOrder = (v: number): number => mod((v - mod(v, 4)) / 4, 32);
-/** `pfn - index` of an entry. */
-export function folioDelta(v: number): number {
-  const t = (v - mod(v, 4)) / 4;
-  return (t - mod(t, 32)) / 32;
+export function folioOrder(v: number): number {
+  const t = Math.floor(v / 4);
+  return t - Math.floor(t / 32) * 32;
 }
+/** `pfn - index` of an entry. */
+export const folioDelta = (v: number): number => Math.floor(v / 128);
 /** The entry with its flags replaced. */
-export const withFlags = (v: number, flags: number): number => v - mod(v, 4) + flags;
+export const withFlags = (v: number, flags: number): number => Math.floor(v / 4) * 4 + flags;

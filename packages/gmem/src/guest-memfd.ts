@@ -1039,6 +1039,12 @@ export class GuestMemfd implements FileProvider {
   }
 
   private setFlags(start: number, end: number, set: number, clear: number): void {
+    if (end - start === 1) {
+      // An order-0 folio: one entry, rewritten in place (the 4 KiB fault path).
+      const v = this.folios.get(start);
+      if (v !== undefined) this.folios.set(start, end, withFlags(v, (folioFlags(v) | set) & ~clear));
+      return;
+    }
     this.folios.update(start, end, (v) => (v === undefined ? undefined : withFlags(v, (folioFlags(v) | set) & ~clear)));
   }
 
