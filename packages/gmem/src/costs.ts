@@ -119,13 +119,5 @@ export type GmemCostName = keyof typeof GMEM_COSTS;
 
 /** Registers gmem's costs on `sim` unless they are there already (several VMs may share one Sim). */
 export function registerGmemCosts(sim: Sim): void {
-  const missing: Record<string, CostDef> = {};
-  let any = false;
-  for (const [name, def] of Object.entries(GMEM_COSTS)) {
-    if (!sim.costs.has(name)) {
-      missing[name] = def;
-      any = true;
-    }
-  }
-  if (any) sim.costs.register(GMEM_COST_OWNER, missing);
+  sim.costs.register(GMEM_COST_OWNER, GMEM_COSTS);
 }

@@ -106,17 +106,9 @@ export const HOST_COSTS = {
 export type HostCostName = keyof typeof HOST_COSTS;
 
 /**
- * Registers the host's costs on `sim` under {@link HOST_COST_OWNER}, unless they are registered
- * already (several hosts, or a host and a test, may share one Sim).
+ * Registers the host's costs on `sim` under {@link HOST_COST_OWNER}. Registering them again is a no-op
+ * (several hosts, or a host and a test, may share one Sim); a name another owner registered with another default is EEXIST.
  */
 export function registerHostCosts(sim: Sim): void {
-  const missing: Record<string, CostDef> = {};
-  let any = false;
-  for (const [name, def] of Object.entries(HOST_COSTS)) {
-    if (!sim.costs.has(name)) {
-      missing[name] = def;
-      any = true;
-    }
-  }
-  if (any) sim.costs.register(HOST_COST_OWNER, missing);
+  sim.costs.register(HOST_COST_OWNER, HOST_COSTS);
 }

@@ -255,11 +255,8 @@ export class Memslots {
       uniform: (s, e, v) => attrs.isUniform(s, e, v === 0 ? undefined : v),
     };
     const sim = config.sim;
-    if (sim) {
-      const missing: Record<string, (typeof MEMSLOT_COSTS)[keyof typeof MEMSLOT_COSTS]> = {};
-      for (const [name, def] of Object.entries(MEMSLOT_COSTS)) if (!sim.costs.has(name)) missing[name] = def;
-      if (Object.keys(missing).length > 0) sim.costs.register(MEMSLOT_COST_OWNER, missing);
-    }
+    // Idempotent for a second VM in the same sim; a clash with another owner's default is EEXIST.
+    if (sim) sim.costs.register(MEMSLOT_COST_OWNER, MEMSLOT_COSTS);
   }
 
   // ------------------------------------------------------------------ subscriptions

@@ -74,17 +74,9 @@ export const MMU_COSTS = {
 export type MmuCostName = keyof typeof MMU_COSTS;
 
 /**
- * Registers the MMU's costs on `sim` under {@link MMU_COST_OWNER}, unless they are registered
- * already (several MMUs, or an MMU and a test, may share one Sim).
+ * Registers the MMU's costs on `sim` under {@link MMU_COST_OWNER}. Registering them again is a no-op
+ * (several MMUs, or an MMU and a test, may share one Sim); a name another owner registered with another default is EEXIST.
  */
 export function registerMmuCosts(sim: Sim): void {
-  const missing: Record<string, CostDef> = {};
-  let any = false;
-  for (const [name, def] of Object.entries(MMU_COSTS)) {
-    if (!sim.costs.has(name)) {
-      missing[name] = def;
-      any = true;
-    }
-  }
-  if (any) sim.costs.register(MMU_COST_OWNER, missing);
+  sim.costs.register(MMU_COST_OWNER, MMU_COSTS);
 }
