@@ -76,3 +76,40 @@ describe('NumberRangeMap', () => {
     expect(a.runCount).toBe(0);
   });
 });
+
+describe('NumberRangeMap edges', () => {
+  it('refuses a malformed range with EINVAL and changes nothing, as RangeMap does', () => {
+    const m = new NumberRangeMap();
+    m.set(10, 20, 1);
+    for (const [s, e] of [
+      [-1, 0],
+      [5, 4],
+      [0.5, 2],
+      [0, Number.POSITIVE_INFINITY],
+    ] as const) {
+      expect(() => m.set(s, e, 2)).toThrow(expect.objectContaining({ errno: 'EINVAL', op: 'NumberRangeMap.set' }));
+    }
+    expect([...m.runs()]).toEqual([{ start: 10, end: 20, value: 1 }]);
+    m.set(7, 7, 3); // empty: a no-op
+    expect(m.runCount).toBe(1);
+  });
+
+  it('empties and refills any number of times (a free list of one order)', () => {
+    const m = new NumberRangeMap();
+    for (let i = 0; i < 1000; i++) {
+      m.set(i * 512, i * 512 + 512, 1);
+      expect(m.get(i * 512 + 3)).toBe(1);
+      m.clear(i * 512, i * 512 + 512);
+      expect(m.runCount).toBe(0);
+      expect(m.get(i * 512 + 3)).toBeUndefined();
+      expect(m.lastRun()).toBeUndefined();
+      m.checkInvariants();
+    }
+    m.set(0, 4, 9);
+    m.set(8, 12, 9);
+    expect([...m.runs()].map((r) => [r.start, r.end])).toEqual([
+      [0, 4],
+      [8, 12],
+    ]);
+  });
+});

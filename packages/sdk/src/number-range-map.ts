@@ -61,6 +61,12 @@ function grow(c: Chunk, need: number): void {
 /** Half-open frame ranges → numbers, coalesced, in typed arrays. */
 export class NumberRangeMap {
   private chunks: Chunk[] = [];
+  /**
+   * The last chunk of a map that went empty, kept for the next insert: maps that empty and refill
+   * all the time (a buddy allocator's free list of one order) would otherwise allocate three typed
+   * arrays per refill.
+   */
+  private spare: Chunk | undefined;
   /** First start of each chunk, for the top-level search (contiguous, so it stays in cache). */
   private firsts: number[] = [];
   private count_ = 0;
@@ -169,7 +175,11 @@ export class NumberRangeMap {
 
   /** Sets `[start, end)` to `value` (`undefined` clears). */
   set(start: number, end: number, value: number | undefined): void {
-    if (!(start < end)) return;
+    // As RangeMap.set: a malformed range is EINVAL before anything changes; an empty one is a no-op.
+    if (!(start >= 0 && end >= start) || !Number.isSafeInteger(start) || !Number.isSafeInteger(end)) {
+      throw new KvmError('EINVAL', 'NumberRangeMap.set', `[${start}, ${end}) is not a range of frames`);
+    }
+    if (start === end) return;
     // The runs touching [start, end]: from the last run starting before `start` (if it reaches
     // `start`) to the last run starting at or before `end`.
     const cs = this.chunks;
@@ -282,6 +292,8 @@ export class NumberRangeMap {
 
   /** Removes every run. */
   clearAll(): void {
+    const last = this.chunks[0];
+    if (last !== undefined) this.spare = last;
     this.chunks = [];
     this.firsts = [];
     this.count_ = 0;
@@ -298,7 +310,10 @@ export class NumberRangeMap {
   private insertAt(at: readonly [number, number], m: number): void {
     if (m === 0) return;
     if (this.chunks.length === 0) {
-      this.chunks.push(newChunk(4));
+      const c = this.spare ?? newChunk(4);
+      this.spare = undefined;
+      c.n = 0;
+      this.chunks.push(c);
       this.firsts.push(0);
     }
     let [k, p] = at;
@@ -317,7 +332,15 @@ export class NumberRangeMap {
       const c = cs[ka]!;
       const removed = pb - pa + 1;
       const n2 = c.n - removed + m;
-      if (n2 <= CHUNK && n2 > 0) {
+      if (n2 === 0) {
+        // The chunk empties: drop it from the index and keep it for the next insert.
+        cs.splice(ka, 1);
+        this.firsts.splice(ka, 1);
+        this.spare = c;
+        this.count_ -= removed;
+        return;
+      }
+      if (n2 <= CHUNK) {
         if (n2 > c.s.length) grow(c, n2);
         // In place: shift the tail, write the new runs.
         const from = pb + 1;
@@ -377,6 +400,7 @@ export class NumberRangeMap {
       c.n = n;
       fresh.push(c);
     }
+    if (fresh.length === 0 && cs.length === kb - ka + 1) this.spare = cs[ka];
     cs.splice(ka, kb - ka + 1, ...fresh);
     this.firsts.splice(ka, kb - ka + 1, ...fresh.map((c) => c.s[0]!));
     this.count_ += s.length - before;
@@ -475,7 +499,7 @@ export class NumberRangeMap {
   /** Sorted, disjoint, non-empty, coalesced runs; chunk counts add up. */
   checkInvariants(): void {
     const fail = (d: string): never => {
-      throw new ModelInvariantError('gmem.run-map', d);
+      throw new ModelInvariantError('sdk.number-range-map', d);
     };
     let n = 0;
     let prevE = -1;
@@ -510,7 +534,7 @@ export class EnumRangeMap<V> {
 
   private code(v: V): number {
     const i = this.values.indexOf(v);
-    if (i < 0) throw new ModelInvariantError('gmem.run-map', `value ${String(v)} is not one of the map's`);
+    if (i < 0) throw new ModelInvariantError('sdk.enum-range-map', `value ${String(v)} is not one of the map's`);
     return i;
   }
 
