@@ -268,4 +268,27 @@ describe('BuddyAllocator properties', () => {
       { numRuns: 200 },
     );
   });
+
+  it('alloc takes the lowest block of the smallest order that has one (__rmqueue_smallest)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.record({ free: fc.boolean(), order: fc.integer({ min: 0, max: 6 }), pick: fc.nat() }), { maxLength: 150 }), (ops) => {
+        const b = new BuddyAllocator(2 ** 8 + 2 ** 3 + 1);
+        const live: Array<[number, number]> = [];
+        for (const op of ops) {
+          if (op.free && live.length > 0) {
+            const [p, o] = live.splice(op.pick % live.length, 1)[0]!;
+            b.free(p, o);
+            continue;
+          }
+          let expected: number | undefined;
+          for (let o = op.order; o <= MAX_ORDER && expected === undefined; o++) expected = b.freeRuns(o).next().value?.start;
+          if (expected === undefined) continue;
+          expect(b.alloc(op.order, 'anon')).toBe(expected);
+          live.push([expected, op.order]);
+        }
+        b.checkInvariants();
+      }),
+      { numRuns: 100 },
+    );
+  });
 });

@@ -2,10 +2,13 @@
  * The buddy allocator over host physical frames (mm/page_alloc.c), orders 0..18.
  *
  * Memory of the model scales with what is allocated, never with the host's size: each order's free
- * list is a {@link RangeMap} of free block starts (adjacent free blocks of one order coalesce into a
- * run, so a freshly booted 1 TiB host is one run of 1024 order-18 blocks), and allocated blocks are
- * one more RangeMap keyed by frame whose value is the block's order and purpose (sequentially
- * allocated 4 KiB pages of one purpose coalesce too). There is no per-frame array anywhere.
+ * list is a {@link NumberRangeMap} of free block starts (adjacent free blocks of one order coalesce
+ * into a run, so a freshly booted 1 TiB host is one run of 1024 order-18 blocks), and allocated
+ * blocks are one more NumberRangeMap keyed by frame whose value encodes the block's order and
+ * purpose (the purpose interned as a small integer; sequentially allocated 4 KiB pages of one
+ * purpose coalesce too). There is no per-frame array anywhere. Each order also remembers its lowest
+ * free block, so an allocation takes the head of its list without searching, and the hot paths
+ * allocate no objects.
  *
  * Policy, deterministic and explainable: take the smallest order that has a free block (as
  * `__rmqueue_smallest` does) and, within that order, the lowest address (our free lists are sorted,
@@ -20,7 +23,7 @@
  * `KvmError('ENOMEM')`; asking for a specific block that is in use is `KvmError('EBUSY')`
  * (`alloc_contig_range()`'s answer). A refused call changes nothing.
  */
-import { KvmError, ModelInvariantError, RangeMap, pfn as toPfn } from '@cocokit/sdk';
+import { KvmError, ModelInvariantError, NumberRangeMap, pfn as toPfn } from '@cocokit/sdk';
 import type { Pfn } from '@cocokit/sdk';
 
 /** The largest order the allocator hands out: 1 GiB blocks (the kernel's MAX_PAGE_ORDER is 10; gigantic folios come from CMA/hugetlb, which this model folds in). */
@@ -54,8 +57,14 @@ export interface BuddyStats {
   readonly freeBlocksByOrder: readonly number[];
 }
 
-const sameAllocation = (a: AllocatedBlockInfo, b: AllocatedBlockInfo): boolean =>
-  a.order === b.order && a.purpose === b.purpose;
+/** Block sizes by order (`2 ** o` costs a call on the hot path). */
+const SIZE: readonly number[] = Array.from({ length: MAX_ORDER + 1 }, (_, o) => 2 ** o);
+
+/**
+ * An allocated run's value in the allocated map: `purposeId * CODE_STRIDE + order`, the purpose
+ * interned per allocator (so equal codes mean equal `{order, purpose}` and runs coalesce as before).
+ */
+const CODE_STRIDE = 32;
 
 /** The start of `block`'s buddy at `order` (block XOR 2^order, in arithmetic: frames exceed 2^31). */
 function buddyOf(block: number, order: number): number {
@@ -74,11 +83,19 @@ function buddyOf(block: number, order: number): number {
 export class BuddyAllocator {
   /** Frames managed. */
   readonly nrFrames: number;
-  /** Free blocks per order: a frame is in `freeLists[o]` iff it belongs to a free block of order `o`. */
-  private readonly freeLists: RangeMap<true>[] = [];
+  /** Free blocks per order: a frame is in `freeLists[o]` iff it belongs to a free block of order `o` (value 1). */
+  private readonly freeLists: NumberRangeMap[] = [];
   private readonly freeBlocks: number[] = [];
-  private readonly allocated = new RangeMap<AllocatedBlockInfo>({ equals: sameAllocation });
-  private readonly used = new Map<string, number>();
+  /** The lowest free block of each order (the head of its list), -1 when the order has none. */
+  private readonly lowest: number[] = [];
+  /** Allocated frames → `purposeId * CODE_STRIDE + order` of their block. */
+  private readonly allocated = new NumberRangeMap();
+  /** Interned purposes: id → name, name → id, and frames allocated per id. */
+  private readonly purposeNames: string[] = [];
+  private readonly purposeIds = new Map<string, number>();
+  private readonly usedById: number[] = [];
+  /** One shared, frozen {@link AllocatedBlockInfo} per code, so lookups allocate nothing. */
+  private readonly infos: Array<AllocatedBlockInfo | undefined> = [];
   private freeCount = 0;
 
   /** Creates an allocator whose every frame is free, carved into the largest aligned blocks. */
@@ -88,8 +105,9 @@ export class BuddyAllocator {
     }
     this.nrFrames = nrFrames;
     for (let o = 0; o <= MAX_ORDER; o++) {
-      this.freeLists.push(new RangeMap<true>());
+      this.freeLists.push(new NumberRangeMap());
       this.freeBlocks.push(0);
+      this.lowest.push(-1);
     }
     // memblock hands memory to the buddy allocator in the largest aligned blocks that fit
     // (memblock_free_pages → __free_pages_core); a size that is not a multiple of 1 GiB leaves a
@@ -97,12 +115,13 @@ export class BuddyAllocator {
     let cursor = 0;
     while (cursor < nrFrames) {
       let o = MAX_ORDER;
-      while (o > 0 && (cursor % 2 ** o !== 0 || cursor + 2 ** o > nrFrames)) o--;
-      const size = 2 ** o;
+      while (o > 0 && (cursor % SIZE[o]! !== 0 || cursor + SIZE[o]! > nrFrames)) o--;
+      const size = SIZE[o]!;
       // Consecutive blocks of one order coalesce into one run: O(orders) runs in total.
       const runEnd = o === MAX_ORDER ? alignDownTo(nrFrames, size) : cursor + size;
-      this.freeLists[o]!.set(cursor, runEnd, true);
+      this.freeLists[o]!.set(cursor, runEnd, 1);
       this.freeBlocks[o]! += (runEnd - cursor) / size;
+      if (this.lowest[o]! < 0) this.lowest[o] = cursor;
       cursor = runEnd;
     }
     this.freeCount = nrFrames;
@@ -120,7 +139,8 @@ export class BuddyAllocator {
 
   /** Frames allocated for `purpose`. */
   usedBy(purpose: PagePurpose): number {
-    return this.used.get(purpose) ?? 0;
+    const id = this.purposeIds.get(purpose);
+    return id === undefined ? 0 : this.usedById[id]!;
   }
 
   /** Free blocks of `order` (one line of /proc/buddyinfo). */
@@ -161,16 +181,16 @@ export class BuddyAllocator {
         `no free block of order ${order} (${this.freeCount} frames free, fragmented or exhausted)`,
       );
     }
-    const head = this.freeLists[o]!.firstRun();
-    if (head === undefined) throw new ModelInvariantError('host.buddy-free-count', `order ${o} counted free but its list is empty`);
-    const block = head.start;
+    const block = this.lowest[o]!;
+    if (block < 0) throw new ModelInvariantError('host.buddy-free-count', `order ${o} counted free but its list is empty`);
+    const code = this.codeOf(order, purpose);
     this.takeFree(block, o);
     // expand(): the upper half of each split goes back on the next lower free list.
     while (o > order) {
       o--;
-      this.putFree(block + 2 ** o, o);
+      this.putFree(block + SIZE[o]!, o);
     }
-    this.markAllocated(block, order, purpose);
+    this.markAllocated(block, order, code);
     return toPfn(block);
   }
 
@@ -187,19 +207,20 @@ export class BuddyAllocator {
     let o = order;
     let block = -1;
     for (; o <= MAX_ORDER; o++) {
-      const s = alignDownTo(pfn, 2 ** o);
-      if (this.freeLists[o]!.has(s)) {
+      const s = alignDownTo(pfn, SIZE[o]!);
+      if (this.freeBlocks[o]! > 0 && this.freeLists[o]!.has(s)) {
         block = s;
         break;
       }
     }
     if (block < 0) {
-      throw new KvmError('EBUSY', 'alloc_contig_range', `frames [${pfn}, ${pfn + 2 ** order}) are not all free`);
+      throw new KvmError('EBUSY', 'alloc_contig_range', `frames [${pfn}, ${pfn + SIZE[order]!}) are not all free`);
     }
+    const code = this.codeOf(order, purpose);
     this.takeFree(block, o);
     while (o > order) {
       o--;
-      const half = 2 ** o;
+      const half = SIZE[o]!;
       if (pfn >= block + half) {
         this.putFree(block, o);
         block += half;
@@ -207,7 +228,7 @@ export class BuddyAllocator {
         this.putFree(block + half, o);
       }
     }
-    this.markAllocated(block, order, purpose);
+    this.markAllocated(block, order, code);
     return toPfn(block);
   }
 
@@ -217,19 +238,20 @@ export class BuddyAllocator {
    * allocated, or with an order other than the one it has, is a ModelInvariantError.
    */
   free(pfn: number, order: number): void {
-    const info = this.checkAllocatedBlock(pfn, order, '__free_pages');
-    const size = 2 ** order;
+    const code = this.checkAllocatedCode(pfn, order, '__free_pages');
+    const size = SIZE[order]!;
     this.allocated.clear(pfn, pfn + size);
-    this.addUsed(info.purpose, -size);
+    this.usedById[(code - order) / CODE_STRIDE]! -= size;
     let block = pfn;
     let o = order;
     while (o < MAX_ORDER) {
+      if (this.freeBlocks[o] === 0) break;
       const buddy = buddyOf(block, o);
       // The buddy of a block at the end of a host whose size is not a multiple of 2^(o+1) lies
       // outside it: nothing to merge with (the kernel checks pfn_valid / zone span likewise).
-      if (buddy + 2 ** o > this.nrFrames || !this.freeLists[o]!.has(buddy)) break;
+      if (buddy + SIZE[o]! > this.nrFrames || !this.freeLists[o]!.has(buddy)) break;
       this.takeFree(buddy, o);
-      block = Math.min(block, buddy);
+      if (buddy < block) block = buddy;
       o++;
     }
     this.putFree(block, o);
@@ -242,11 +264,11 @@ export class BuddyAllocator {
    */
   splitAllocated(pfn: number, order: number, newOrder: number): void {
     checkOrder(newOrder, 'split_folio');
-    const info = this.checkAllocatedBlock(pfn, order, 'split_folio');
+    const code = this.checkAllocatedCode(pfn, order, 'split_folio');
     if (newOrder >= order) {
       throw new KvmError('EINVAL', 'split_folio', `new order ${newOrder} is not below the folio's order ${order}`);
     }
-    this.allocated.set(pfn, pfn + 2 ** order, { order: newOrder, purpose: info.purpose });
+    this.allocated.set(pfn, pfn + SIZE[order]!, code - order + newOrder);
   }
 
   /**
@@ -257,22 +279,24 @@ export class BuddyAllocator {
   mergeAllocated(pfn: number, newOrder: number): void {
     checkOrder(newOrder, 'merge_folio');
     this.checkBlockShape(pfn, newOrder, 'merge_folio');
-    const end = pfn + 2 ** newOrder;
+    const end = pfn + SIZE[newOrder]!;
     const hole = this.allocated.firstWithout(pfn, end);
     if (hole !== undefined) {
       throw new KvmError('EINVAL', 'merge_folio', `frame ${hole} of [${pfn}, ${end}) is not allocated`);
     }
-    let purpose: PagePurpose | undefined;
+    let purposeId = -1;
     for (const r of this.allocated.runs(pfn, end)) {
-      if (r.value.order >= newOrder) {
-        throw new KvmError('EINVAL', 'merge_folio', `frame ${r.start} is already in a block of order ${r.value.order}`);
+      const order = r.value % CODE_STRIDE;
+      const id = (r.value - order) / CODE_STRIDE;
+      if (order >= newOrder) {
+        throw new KvmError('EINVAL', 'merge_folio', `frame ${r.start} is already in a block of order ${order}`);
       }
-      if (purpose !== undefined && r.value.purpose !== purpose) {
+      if (purposeId >= 0 && id !== purposeId) {
         throw new KvmError('EINVAL', 'merge_folio', `frames of [${pfn}, ${end}) have different purposes`);
       }
-      purpose = r.value.purpose;
+      purposeId = id;
     }
-    this.allocated.set(pfn, end, { order: newOrder, purpose: purpose as PagePurpose });
+    this.allocated.set(pfn, end, purposeId * CODE_STRIDE + newOrder);
   }
 
   /** Whether `pfn` is allocated. O(log n). */
@@ -296,9 +320,10 @@ export class BuddyAllocator {
    * `pfn` is free. O(log n).
    */
   blockOf(pfn: number): { readonly pfn: Pfn; readonly order: number; readonly purpose: PagePurpose } | undefined {
-    const info = this.allocated.get(pfn);
-    if (info === undefined) return undefined;
-    return { pfn: toPfn(alignDownTo(pfn, 2 ** info.order)), order: info.order, purpose: info.purpose };
+    const code = this.allocated.get(pfn);
+    if (code === undefined) return undefined;
+    const order = code % CODE_STRIDE;
+    return { pfn: toPfn(alignDownTo(pfn, SIZE[order]!)), order, purpose: this.purposeNames[(code - order) / CODE_STRIDE]! };
   }
 
   /** Whether every frame of `[start, end)` is allocated. O(log n + runs). */
@@ -307,8 +332,8 @@ export class BuddyAllocator {
   }
 
   /** The allocated runs intersecting `[start, end)` (default: all), clipped. */
-  allocatedRuns(start?: number, end?: number): IterableIterator<{ start: number; end: number; value: AllocatedBlockInfo }> {
-    return this.allocated.runs(start, end);
+  *allocatedRuns(start?: number, end?: number): IterableIterator<{ start: number; end: number; value: AllocatedBlockInfo }> {
+    for (const r of this.allocated.runs(start, end)) yield { start: r.start, end: r.end, value: this.infoOf(r.value) };
   }
 
   /** The free runs of `order` (each run a sequence of aligned free blocks of that order). */
@@ -320,7 +345,10 @@ export class BuddyAllocator {
   /** A snapshot of the accounting. */
   stats(): BuddyStats {
     const usedByPurpose: Record<string, number> = {};
-    for (const [k, v] of this.used) if (v > 0) usedByPurpose[k] = v;
+    for (let id = 0; id < this.usedById.length; id++) {
+      const v = this.usedById[id]!;
+      if (v > 0) usedByPurpose[this.purposeNames[id]!] = v;
+    }
     return {
       totalFrames: this.nrFrames,
       freeFrames: this.freeCount,
@@ -333,9 +361,9 @@ export class BuddyAllocator {
   /**
    * Checks the allocator (O(runs + order-18 blocks)): free blocks aligned and inside the host, no
    * frame both free and allocated or free twice, buddies of free blocks never both free at the
-   * same order (they would have merged), allocated runs aligned to their order, and the counters
-   * (free frames, free blocks per order, frames per purpose) adding up. Throws
-   * ModelInvariantError('host.buddy-*').
+   * same order (they would have merged), each order's remembered lowest block its list's head,
+   * allocated runs aligned to their order, and the counters (free frames, free blocks per order,
+   * frames per purpose) adding up. Throws ModelInvariantError('host.buddy-*').
    */
   checkInvariants(): void {
     const fail = (name: string, detail: string): never => {
@@ -344,10 +372,15 @@ export class BuddyAllocator {
     const pieces: Array<{ start: number; end: number; what: string }> = [];
     let freeTotal = 0;
     for (let o = 0; o <= MAX_ORDER; o++) {
-      const size = 2 ** o;
+      const size = SIZE[o]!;
       let blocks = 0;
+      let head = -1;
       this.freeLists[o]!.checkInvariants();
+      let runs = 0;
       for (const r of this.freeLists[o]!.runs()) {
+        runs++;
+        if (head < 0) head = r.start;
+        if (r.value !== 1) fail('free-list', `free run [${r.start}, ${r.end}) of order ${o} holds ${r.value}`);
         if (r.start % size !== 0 || (r.end - r.start) % size !== 0) {
           fail('alignment', `free run [${r.start}, ${r.end}) of order ${o} is not made of aligned blocks`);
         }
@@ -365,13 +398,17 @@ export class BuddyAllocator {
         pieces.push({ start: r.start, end: r.end, what: `free order ${o}` });
       }
       if (blocks !== this.freeBlocks[o]) fail('free-count', `order ${o}: ${blocks} free blocks, counter says ${this.freeBlocks[o]}`);
+      if (runs !== this.freeLists[o]!.runCount) fail('free-list', `order ${o}: ${this.freeLists[o]!.runCount} runs stored, ${runs} of them inside the host`);
+      if (head !== this.lowest[o]) fail('free-head', `order ${o}: lowest free block is ${head}, the allocator remembers ${this.lowest[o]}`);
     }
     if (freeTotal !== this.freeCount) fail('free-count', `${freeTotal} frames free, counter says ${this.freeCount}`);
     this.allocated.checkInvariants();
     const byPurpose = new Map<string, number>();
     let usedTotal = 0;
-    for (const r of this.allocated.runs()) {
-      const size = 2 ** r.value.order;
+    let runs = 0;
+    for (const r of this.allocatedRuns()) {
+      runs++;
+      const size = SIZE[r.value.order]!;
       if (r.start % size !== 0 || (r.end - r.start) % size !== 0) {
         fail('alignment', `allocated run [${r.start}, ${r.end}) is not made of aligned blocks of order ${r.value.order}`);
       }
@@ -380,6 +417,7 @@ export class BuddyAllocator {
       byPurpose.set(r.value.purpose, (byPurpose.get(r.value.purpose) ?? 0) + (r.end - r.start));
       pieces.push({ start: r.start, end: r.end, what: `allocated ${r.value.purpose}` });
     }
+    if (runs !== this.allocated.runCount) fail('accounting', `${this.allocated.runCount} allocated runs stored, ${runs} of them inside the host`);
     pieces.sort((a, b) => a.start - b.start);
     for (let i = 1; i < pieces.length; i++) {
       const a = pieces[i - 1]!;
@@ -389,46 +427,96 @@ export class BuddyAllocator {
     if (usedTotal + freeTotal !== this.nrFrames) {
       fail('accounting', `${freeTotal} free + ${usedTotal} used != ${this.nrFrames} frames`);
     }
-    for (const [k, v] of this.used) {
+    for (let id = 0; id < this.usedById.length; id++) {
+      const k = this.purposeNames[id]!;
+      const v = this.usedById[id]!;
       if (v < 0) fail('accounting', `purpose ${k} counts ${v} frames`);
       if ((byPurpose.get(k) ?? 0) !== v) fail('accounting', `purpose ${k}: ${byPurpose.get(k) ?? 0} frames allocated, counter says ${v}`);
     }
     for (const [k, v] of byPurpose) {
-      if ((this.used.get(k) ?? 0) !== v) fail('accounting', `purpose ${k}: ${v} frames allocated, counter says ${this.used.get(k) ?? 0}`);
+      if (this.usedBy(k) !== v) fail('accounting', `purpose ${k}: ${v} frames allocated, counter says ${this.usedBy(k)}`);
     }
   }
 
   // ---- internals ----
 
+  /** Removes the free block `block` of `order`, keeping the order's lowest-block hint exact. */
   private takeFree(block: number, order: number): void {
-    this.freeLists[order]!.clear(block, block + 2 ** order);
-    this.freeBlocks[order]!--;
-    this.freeCount -= 2 ** order;
+    const list = this.freeLists[order]!;
+    const size = SIZE[order]!;
+    const end = block + size;
+    // Looked up before the change: the clear below finds `block` in the map's lookup memo.
+    const runEnd = block === this.lowest[order] ? list.endOfRunAt(block) : -1;
+    list.clear(block, end);
+    const left = --this.freeBlocks[order]!;
+    this.freeCount -= size;
+    if (block === this.lowest[order]) {
+      // The head moves to the next block of its run, else to the next run (the only search).
+      this.lowest[order] = left === 0 ? -1 : runEnd > end ? end : firstRunStart(list, end);
+    }
   }
 
   private putFree(block: number, order: number): void {
-    this.freeLists[order]!.set(block, block + 2 ** order, true);
+    this.freeLists[order]!.set(block, block + SIZE[order]!, 1);
     this.freeBlocks[order]!++;
-    this.freeCount += 2 ** order;
+    this.freeCount += SIZE[order]!;
+    const low = this.lowest[order]!;
+    if (low < 0 || block < low) this.lowest[order] = block;
   }
 
-  private markAllocated(block: number, order: number, purpose: PagePurpose): void {
-    this.allocated.set(block, block + 2 ** order, { order, purpose });
-    this.addUsed(purpose, 2 ** order);
+  private markAllocated(block: number, order: number, code: number): void {
+    const size = SIZE[order]!;
+    this.allocated.set(block, block + size, code);
+    this.usedById[(code - order) / CODE_STRIDE]! += size;
   }
 
-  private addUsed(purpose: string, frames: number): void {
-    const v = (this.used.get(purpose) ?? 0) + frames;
-    if (v === 0) this.used.delete(purpose);
-    else this.used.set(purpose, v);
+  /** The allocated map's value for a block of `order` and `purpose`, interning the purpose. */
+  private codeOf(order: number, purpose: string): number {
+    let id = this.purposeIds.get(purpose);
+    if (id === undefined) {
+      id = this.purposeNames.length;
+      this.purposeNames.push(purpose);
+      this.purposeIds.set(purpose, id);
+      this.usedById.push(0);
+    }
+    return id * CODE_STRIDE + order;
+  }
+
+  /** The shared `{order, purpose}` of `code`. */
+  private infoOf(code: number): AllocatedBlockInfo {
+    let info = this.infos[code];
+    if (info === undefined) {
+      const order = code % CODE_STRIDE;
+      info = Object.freeze({ order, purpose: this.purposeNames[(code - order) / CODE_STRIDE]! });
+      this.infos[code] = info;
+    }
+    return info;
   }
 
   private checkBlockShape(pfn: number, order: number, op: string): void {
     if (!Number.isSafeInteger(pfn) || pfn < 0) throw new KvmError('EINVAL', op, `pfn ${pfn} is not a non-negative integer`);
-    if (pfn % 2 ** order !== 0) throw new KvmError('EINVAL', op, `pfn ${pfn} is not aligned to order ${order}`);
-    if (pfn + 2 ** order > this.nrFrames) {
-      throw new KvmError('EINVAL', op, `block [${pfn}, ${pfn + 2 ** order}) is past the host's ${this.nrFrames} frames`);
+    const size = SIZE[order]!;
+    if (pfn % size !== 0) throw new KvmError('EINVAL', op, `pfn ${pfn} is not aligned to order ${order}`);
+    if (pfn + size > this.nrFrames) {
+      throw new KvmError('EINVAL', op, `block [${pfn}, ${pfn + size}) is past the host's ${this.nrFrames} frames`);
     }
+  }
+
+  /** {@link BuddyAllocator.checkAllocatedBlock}'s check, answering the block's code. */
+  private checkAllocatedCode(pfn: number, order: number, op: string): number {
+    checkOrder(order, op);
+    this.checkBlockShape(pfn, order, op);
+    const code = this.allocated.get(pfn);
+    if (code === undefined) {
+      throw new ModelInvariantError('host.free-not-allocated', `${op}(${pfn}, ${order}): pfn ${pfn} is not allocated`);
+    }
+    if (code % CODE_STRIDE !== order) {
+      throw new ModelInvariantError(
+        'host.free-wrong-order',
+        `${op}(${pfn}, ${order}): pfn ${pfn} is in a block of order ${code % CODE_STRIDE}`,
+      );
+    }
+    return code;
   }
 
   /**
@@ -436,20 +524,14 @@ export class BuddyAllocator {
    * EINVAL for a malformed pfn/order, ModelInvariantError when no such block is allocated.
    */
   checkAllocatedBlock(pfn: number, order: number, op: string): AllocatedBlockInfo {
-    checkOrder(order, op);
-    this.checkBlockShape(pfn, order, op);
-    const info = this.allocated.get(pfn);
-    if (info === undefined) {
-      throw new ModelInvariantError('host.free-not-allocated', `${op}(${pfn}, ${order}): pfn ${pfn} is not allocated`);
-    }
-    if (info.order !== order) {
-      throw new ModelInvariantError(
-        'host.free-wrong-order',
-        `${op}(${pfn}, ${order}): pfn ${pfn} is in a block of order ${info.order}`,
-      );
-    }
-    return info;
+    return this.infoOf(this.checkAllocatedCode(pfn, order, op));
   }
+}
+
+/** The start of the first run of `list` at or after `from`, -1 when there is none. */
+function firstRunStart(list: NumberRangeMap, from: number): number {
+  for (const r of list.runs(from)) return r.start;
+  return -1;
 }
 
 function alignDownTo(frame: number, size: number): number {
