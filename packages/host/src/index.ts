@@ -22,7 +22,7 @@ export type { DirectMapEnv, DirectMapHandle, DirectMapStats } from './direct-map
 
 // ---- processes, faults, files ----
 export { MAP, MMAP_BASE, MMAP_MIN_ADDR, PROT, TASK_SIZE } from './process.js';
-export type { GupOptions, HostProcess, MappedRun, MmapArgs, Vma } from './process.js';
+export type { GupOptions, HostProcess, MappedRun, MmapArgs, MmuNotifier, Vma } from './process.js';
 export { processFault, isProcessFault } from './fault.js';
 export type { HostAccessCheck, HostAccessOk, HostAccessResult, ProcessFault, HostSignal } from './fault.js';
 export type { FileFaultAccess, FileFaultResult, FileMmapRequest, FileProvider } from './file.js';

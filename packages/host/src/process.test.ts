@@ -533,3 +533,67 @@ describe('process properties', () => {
     );
   });
 });
+
+describe('mmu notifiers (secondary MMUs such as KVM)', () => {
+  const recorder = () => {
+    const calls: string[] = [];
+    return {
+      calls,
+      notifier: {
+        invalidateRangeStart: (s: number, e: number) => calls.push(`start ${s / PAGE} ${e / PAGE}`),
+        invalidateRangeEnd: (s: number, e: number) => calls.push(`end ${s / PAGE} ${e / PAGE}`),
+      },
+    };
+  };
+
+  it('hear of munmap and exit around the zap, with the mapped byte range, and not when nothing was mapped', () => {
+    const host = createHost({ frames: 4096 });
+    const p = host.createProcess('vmm');
+    const a = p.mmap({ length: 8 * PAGE, prot: RW, flags: ANON });
+    const r = recorder();
+    const off = p.addMmuNotifier(r.notifier);
+    p.munmap(a, PAGE); // nothing faulted in yet: no PTE changes, no notification
+    expect(r.calls).toEqual([]);
+    p.touch(a + 2 * PAGE, 2 * PAGE, 'write');
+    const seen: boolean[] = [];
+    p.addMmuNotifier({ invalidateRangeStart: () => seen.push(p.pfnAt(a + 2 * PAGE) !== undefined), invalidateRangeEnd: () => seen.push(p.pfnAt(a + 2 * PAGE) !== undefined) });
+    p.munmap(a + 2 * PAGE, 4 * PAGE);
+    const h = a / PAGE;
+    expect(r.calls).toEqual([`start ${h + 2} ${h + 4}`, `end ${h + 2} ${h + 4}`]);
+    expect(seen).toEqual([true, false]); // start before the PTEs go, end after
+    off();
+    p.touch(a + 6 * PAGE, PAGE, 'write');
+    p.exit();
+    expect(r.calls).toHaveLength(2);
+    checkInvariants(host);
+  });
+
+  it('hear of a copy-on-write break replacing a mapped file page, and of mprotect over mapped pages', () => {
+    const host = createHost({ frames: 4096 });
+    const cache = new Map<number, number>();
+    const f: FileProvider = {
+      name: 'pagecache',
+      nrPages: 4,
+      fault(index) {
+        const p = cache.get(index) ?? host.allocPages(0, 'kernel');
+        cache.set(index, p);
+        return { pfn: toPfn(p) };
+      },
+    };
+    const p = host.createProcess('vmm');
+    const a = p.mmap({ length: 4 * PAGE, prot: RW, flags: MAP.PRIVATE, file: f });
+    p.touch(a, PAGE, 'read'); // the file page, mapped read-only into the private mapping
+    const r = recorder();
+    p.addMmuNotifier(r.notifier);
+    const before = p.pfnAt(a);
+    p.touch(a, PAGE, 'write'); // CoW: the PTE now points at a private copy
+    expect(p.pfnAt(a)).not.toBe(before);
+    const h = a / PAGE;
+    expect(r.calls).toEqual([`start ${h} ${h + 1}`, `end ${h} ${h + 1}`]);
+    p.mprotect(a, 4 * PAGE, PROT.READ);
+    expect(r.calls.slice(2)).toEqual([`start ${h} ${h + 4}`, `end ${h} ${h + 4}`]);
+    p.mprotect(a, 4 * PAGE, PROT.READ); // no change of protection: nothing to tell
+    expect(r.calls).toHaveLength(4);
+    checkInvariants(host);
+  });
+});

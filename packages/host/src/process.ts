@@ -98,6 +98,16 @@ export interface MappedRun {
 }
 
 /** What a process needs from its host beyond the public API. Internal: built by the host. */
+/**
+ * A secondary MMU that mirrors this process's page tables (KVM, for hva-backed memslots): told
+ * before and after any change that drops or replaces a present PTE, with user byte addresses
+ * (struct mmu_notifier_ops' invalidate_range_start/end, include/linux/mmu_notifier.h).
+ */
+export interface MmuNotifier {
+  invalidateRangeStart(start: number, end: number): void;
+  invalidateRangeEnd(start: number, end: number): void;
+}
+
 export interface ProcessKernel {
   readonly host: Host;
   charge(name: HostCostName, units: number): void;
@@ -134,6 +144,7 @@ export class HostProcess {
   private readonly vmas = new RangeMap<Vma>();
   private readonly pt = new RangeMap<Pte>({ equals: samePte });
   private live = true;
+  private readonly notifiers: MmuNotifier[] = [];
 
   /** Process id, unique per host. */
   readonly pid: number;
@@ -146,6 +157,30 @@ export class HostProcess {
     this.pid = pid;
     this.name = name;
     this.kernel = kernel;
+  }
+
+  /**
+   * Registers a secondary MMU (mmu_notifier_register): from now on it hears of every change that
+   * drops or replaces a mapped page, before and after it. Returns the function that unregisters it.
+   */
+  addMmuNotifier(notifier: MmuNotifier): () => void {
+    this.notifiers.push(notifier);
+    return () => {
+      const i = this.notifiers.indexOf(notifier);
+      if (i >= 0) this.notifiers.splice(i, 1);
+    };
+  }
+
+  /** Runs `change` between invalidate_range_start and _end for the frames `[start, end)`. */
+  private invalidating<T>(start: number, end: number, change: () => T): T {
+    if (this.notifiers.length === 0) return change();
+    const [a, b] = [start * PAGE_SIZE, end * PAGE_SIZE];
+    for (const n of this.notifiers) n.invalidateRangeStart(a, b);
+    try {
+      return change();
+    } finally {
+      for (const n of this.notifiers) n.invalidateRangeEnd(a, b);
+    }
   }
 
   /** Whether the process has not exited. */
@@ -308,16 +343,21 @@ export class HostProcess {
         throw new KvmError('EACCES', op, `${v.file.name} is not open for writing`);
       }
     }
-    this.kernel.mmOp(() => {
-      for (const v of affected) {
-        this.splitVmaAt(v, start, end);
-        const inner = this.vmasIn(start, end);
-        for (const piece of inner) {
-          if (piece.prot === prot) continue;
-          this.replaceVma(piece, { ...piece, prot });
+    // change_protection notifies secondary MMUs when it changes mapped PTEs (MMU_NOTIFY_PROTECTION_VMA).
+    const mapped = this.pt.firstWith(start, end) !== undefined && affected.some((v) => v.prot !== prot);
+    const change = () =>
+      this.kernel.mmOp(() => {
+        for (const v of affected) {
+          this.splitVmaAt(v, start, end);
+          const inner = this.vmasIn(start, end);
+          for (const piece of inner) {
+            if (piece.prot === prot) continue;
+            this.replaceVma(piece, { ...piece, prot });
+          }
         }
-      }
-    });
+      });
+    if (mapped) this.invalidating(start, end, change);
+    else change();
     this.kernel.charge('host.tlb_flush', 1);
   }
 
@@ -554,6 +594,12 @@ export class HostProcess {
     const runs: Array<{ start: number; end: number; value: Pte }> = [];
     for (const r of this.pt.runs(start, end)) if (anonToo || !r.value.anon) runs.push({ start: r.start, end: r.end, value: r.value });
     if (runs.length === 0) return 0;
+    const first = runs[0]!.start;
+    const last = runs[runs.length - 1]!.end;
+    return this.invalidating(first, last, () => this.clearPtes(runs));
+  }
+
+  private clearPtes(runs: ReadonlyArray<{ start: number; end: number; value: Pte }>): number {
     const host = this.kernel.host;
     let pages = 0;
     for (const r of runs) {
@@ -644,8 +690,11 @@ export class HostProcess {
     const copy = this.allocAnon(addr, write, false);
     if (typeof copy !== 'number') return copy;
     host.copyPage(copy, src);
-    if (pte !== undefined) host.putPages(src);
-    this.pt.set(h, h + 1, { delta: copy - h, anon: true });
+    // Breaking CoW replaces a present PTE: secondary MMUs must drop the old page first.
+    this.invalidating(h, h + 1, () => {
+      if (pte !== undefined) host.putPages(src);
+      this.pt.set(h, h + 1, { delta: copy - h, anon: true });
+    });
     return this.resolved(addr, write, copy);
   }
 

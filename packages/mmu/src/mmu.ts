@@ -181,8 +181,8 @@ export class Mmu {
   /**
    * The host mmu-notifier's invalidate_range_start for `[hvaStart, hvaEnd)` of the VMM process
    * (kvm_mmu_notifier_invalidate_range_start): begins an invalidation and zaps the shared mappings
-   * of hva-backed slots over that range. `@cocokit/host` has no notifier chain, so whoever changes
-   * the process's mappings (munmap, madvise, migration) calls this and {@link Mmu.invalidateHvaRangeEnd}.
+   * of hva-backed slots over that range. The process passed as `options.process` calls it (the MMU
+   * registers as its mmu notifier) on munmap, exit, copy-on-write breaks and mprotect.
    */
   invalidateHvaRangeStart(hvaStart: number, hvaEnd: number): number {
     return this.lock.write(() => {

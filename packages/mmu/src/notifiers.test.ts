@@ -20,15 +20,33 @@ describe('invalidation sources', () => {
     env.check();
   });
 
-  it('the host mmu-notifier entry point zaps shared hva mappings (munmap)', () => {
+  it('a munmap in the VMM zaps the shared hva mappings it covers, through the mmu notifier', () => {
     const env = setup({ privateMem: false });
     const { hva } = env.hvaSlot(0, 0, MiB);
     for (let i = 0; i < 4; i++) env.mmu.fault({ gpa: i * PAGE, access: 'write' });
-    env.mmu.invalidateHvaRangeStart(hva + PAGE, hva + 3 * PAGE);
+    const invalidations = env.mmu.stats.invalidations;
     env.vmm.munmap(hva + PAGE, 2 * PAGE);
-    env.mmu.invalidateHvaRangeEnd(hva + PAGE, hva + 3 * PAGE);
     expect(env.mmu.leaves().map((l) => l.gfn)).toEqual([0, 3]);
+    expect(env.mmu.stats.invalidations).toBe(invalidations + 1);
+    expect(env.mmu.seq.inProgress).toBe(0);
+    // The hva is gone, so the next fault there cannot be served.
+    expect(env.mmu.fault({ gpa: PAGE, access: 'read' })).toMatchObject({ kind: 'error', errno: 'EFAULT' });
     env.check();
+  });
+
+  it('the VMM exiting zaps every hva-backed mapping; a destroyed MMU is no longer told', () => {
+    const env = setup({ privateMem: false });
+    env.hvaSlot(0, 0, MiB);
+    for (let i = 0; i < 4; i++) env.mmu.fault({ gpa: i * PAGE, access: 'write' });
+    const other = setup({ privateMem: false });
+    const { hva } = other.hvaSlot(0, 0, MiB);
+    other.mmu.fault({ gpa: 0, access: 'write' });
+    other.mmu.destroy();
+    const before = other.mmu.stats.invalidations;
+    other.vmm.munmap(hva, MiB);
+    expect(other.mmu.stats.invalidations).toBe(before);
+    env.vmm.exit();
+    expect(env.mmu.mappedLeaves).toBe(0);
   });
 
   it('setting attributes zaps the mappings whose kind no longer matches, only those', () => {

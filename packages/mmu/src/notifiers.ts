@@ -96,9 +96,15 @@ export function subscribeAll(mmu: Mmu): () => void {
     postSet: (range) => postSetAttributes(mmu, range),
   });
   const offGmem = mmu.gmem?.subscribe(gmemListener(mmu));
+  // kvm_init_mmu_notifier: munmap, CoW breaks and mprotect in the VMM zap hva-backed mappings.
+  const offHost = mmu.process?.addMmuNotifier({
+    invalidateRangeStart: (start, end) => void mmu.invalidateHvaRangeStart(start, end),
+    invalidateRangeEnd: (start, end) => mmu.invalidateHvaRangeEnd(start, end),
+  });
   return () => {
     offSlots();
     offAttrs();
     offGmem?.();
+    offHost?.();
   };
 }
