@@ -657,7 +657,7 @@ export class GuestMemfd implements FileProvider {
    */
   kernelWrite(index: number, src: PageSource): void {
     const p = this.kernelPage(index);
-    this.withDirectMap(index, p, 'kernel_write', () => {
+    this.withDirectMap(index, p, 1, 'kernel_write', () => {
       if (src.kind === 'bytes') this.host.writeBytes(p, 0, src.bytes);
       else if (src.kind === 'tag') this.host.writeTag(p, src.tag);
       else this.host.zero(p);
@@ -667,7 +667,7 @@ export class GuestMemfd implements FileProvider {
   /** A KVM-internal read of `length` bytes of page `index` from `offset` (allocating it), restoring the direct map meanwhile. */
   kernelRead(index: number, offset = 0, length = PAGE_SIZE): Uint8Array {
     const p = this.kernelPage(index);
-    return this.withDirectMap(index, p, 'kernel_read', () => this.host.readBytes(p, offset, length));
+    return this.withDirectMap(index, p, 1, 'kernel_read', () => this.host.readBytes(p, offset, length));
   }
 
   /**
@@ -983,19 +983,25 @@ export class GuestMemfd implements FileProvider {
   }
 
   /** Allocates the folio holding `index` (kvm_gmem_get_folio); false on ENOMEM. */
+  /**
+   * Allocates the folio around `index` for a user that zeroes it at once (a fault, get_pfn,
+   * populate, a kernel access): it goes into the page cache already zeroed and uptodate, one write.
+   */
   private tryAllocate(index: number, cause: string): boolean {
     const order = this.hugeOrder;
     if (!this.host.buddy.canAlloc(order)) return false;
-    this.insertFolio(alignDown(index, order), cause);
+    this.insertFolio(alignDown(index, order), cause, true);
     return true;
   }
 
-  private insertFolio(start: number, cause: string): void {
+  /** Allocates a folio at `start`; fallocate leaves it unzeroed (`zero` false) until first use, as 6.18 does. */
+  private insertFolio(start: number, cause: string, zero = false): void {
     const order = this.hugeOrder;
     const p = this.host.allocPages(order, 'guest_memfd');
     const n = 2 ** order;
     if (this.noDirectMap) this.host.removeFromDirectMap(p, p + n);
-    this.folios.set(start, start + n, encodeFolio(p - start, order, 0));
+    if (zero) this.zeroFolio(start, p, n);
+    this.folios.set(start, start + n, encodeFolio(p - start, order, zero ? FOLIO_UPTODATE : 0));
     this.allocated += n;
     this.charge('gmem.folio_insert');
     this.trace('gmem.alloc', { file: this.name, index: start, pfn: p, order, cause });
@@ -1032,8 +1038,7 @@ export class GuestMemfd implements FileProvider {
     const order = folioOrder(v);
     const s = alignDown(index, order);
     const p = s + folioDelta(v);
-    // Zeroing needs a kernel mapping: a NO_DIRECT_MAP folio is mapped for it and unmapped again.
-    this.withDirectMap(s, p, 'zero', () => this.host.zero(p, 2 ** order));
+    this.zeroFolio(s, p, 2 ** order);
     this.setFlags(s, s + 2 ** order, FOLIO_UPTODATE, 0);
     return this.folios.get(index) as number;
   }
@@ -1055,9 +1060,14 @@ export class GuestMemfd implements FileProvider {
     return toPfn(index + folioDelta(v));
   }
 
-  private withDirectMap<T>(index: number, p: number, user: string, f: () => T): T {
+  /** Zeroes a folio. Zeroing needs a kernel mapping: a NO_DIRECT_MAP folio is mapped for it and unmapped again. */
+  private zeroFolio(index: number, p: number, pages: number): void {
+    if (this.noDirectMap) this.withDirectMap(index, p, pages, 'zero', () => this.host.zero(p, pages));
+    else this.host.zero(p, pages);
+  }
+
+  private withDirectMap<T>(index: number, p: number, pages: number, user: string, f: () => T): T {
     if (!this.noDirectMap) return f();
-    const pages = user === 'zero' ? 2 ** folioOrder(this.folios.get(index) as number) : 1;
     const handles = [];
     for (let i = 0; i < pages; i++) handles.push(this.host.tempMap(p + i));
     this.counters.remaps++;
