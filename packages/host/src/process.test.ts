@@ -21,6 +21,24 @@ const thrown = (f: () => unknown): unknown => {
 };
 
 /** A small guest_memfd-like file: pages allocated on first fault; private pages SIGBUS. */
+/** A plain page-cache file: page `i` is allocated on its first fault and holds tag 1000 + i. */
+function pageCacheFile(host: Host, nrPages: number): FileProvider {
+  const pages = new Map<number, number>();
+  return {
+    name: 'pagecache',
+    nrPages,
+    fault(index) {
+      let p = pages.get(index);
+      if (p === undefined) {
+        p = host.allocPages(0, 'kernel');
+        host.writeTag(p, 1000n + BigInt(index));
+        pages.set(index, p);
+      }
+      return { pfn: toPfn(p) };
+    },
+  };
+}
+
 function testFile(host: Host, nrPages: number, opts: { writable?: boolean; refuseMmap?: boolean; noPin?: boolean } = {}) {
   const pages = new Map<number, number>();
   const privateIdx = new Set<number>();
@@ -244,20 +262,7 @@ describe('File mappings', () => {
 
   it('private file mappings copy on write', () => {
     const host = createHost({ frames: 4096 });
-    const pages = new Map<number, number>();
-    const f: FileProvider = {
-      name: 'pagecache',
-      nrPages: 4,
-      fault(index) {
-        let p = pages.get(index);
-        if (p === undefined) {
-          p = host.allocPages(0, 'kernel');
-          host.writeTag(p, 1000n + BigInt(index));
-          pages.set(index, p);
-        }
-        return { pfn: toPfn(p) };
-      },
-    };
+    const f = pageCacheFile(host, 4);
     const p = host.createProcess('p');
     const a = p.mmap({ length: 4 * PAGE, prot: RW, flags: MAP.PRIVATE, file: f });
     p.read(a, 1);
@@ -570,16 +575,7 @@ describe('mmu notifiers (secondary MMUs such as KVM)', () => {
 
   it('hear of a copy-on-write break replacing a mapped file page, and of mprotect over mapped pages', () => {
     const host = createHost({ frames: 4096 });
-    const cache = new Map<number, number>();
-    const f: FileProvider = {
-      name: 'pagecache',
-      nrPages: 4,
-      fault(index) {
-        const p = cache.get(index) ?? host.allocPages(0, 'kernel');
-        cache.set(index, p);
-        return { pfn: toPfn(p) };
-      },
-    };
+    const f = pageCacheFile(host, 4);
     const p = host.createProcess('vmm');
     const a = p.mmap({ length: 4 * PAGE, prot: RW, flags: MAP.PRIVATE, file: f });
     p.touch(a, PAGE, 'read'); // the file page, mapped read-only into the private mapping
