@@ -22,9 +22,10 @@ const thrown = (f: () => unknown): unknown => {
 
 /** A small guest_memfd-like file: pages allocated on first fault; private pages SIGBUS. */
 /** A plain page-cache file: page `i` is allocated on its first fault and holds tag 1000 + i. */
-function pageCacheFile(host: Host, nrPages: number): FileProvider {
+function pageCacheFile(host: Host, nrPages: number): FileProvider & { readonly pages: ReadonlyMap<number, number> } {
   const pages = new Map<number, number>();
   return {
+    pages,
     name: 'pagecache',
     nrPages,
     fault(index) {
@@ -267,7 +268,7 @@ describe('File mappings', () => {
     const a = p.mmap({ length: 4 * PAGE, prot: RW, flags: MAP.PRIVATE, file: f });
     p.read(a, 1);
     const filePfn = p.pfnAt(a)!;
-    expect(filePfn).toBe(pages.get(0));
+    expect(filePfn).toBe(f.pages.get(0));
     p.write(a + 8, new Uint8Array([1]));
     const copy = p.pfnAt(a)!;
     expect(copy).not.toBe(filePfn);
@@ -276,7 +277,7 @@ describe('File mappings', () => {
     expect(host.buddy.blockOf(copy)?.purpose).toBe('anon');
     // A first write fault without a prior read also copies.
     p.write(a + PAGE, new Uint8Array([2]));
-    expect(host.tagAt(pages.get(1)!)).toBe(1001n);
+    expect(host.tagAt(f.pages.get(1)!)).toBe(1001n);
     // Zapping the file range keeps COW copies (they are anonymous).
     host.unmapFileRange(f, 0, 4);
     expect(p.pfnAt(a)).toBe(copy);
