@@ -1,18 +1,9 @@
-import { isKvmError } from '@cocokit/sdk';
 import { describe, expect, it } from 'vitest';
+import { errnoOf } from '@cocokit/sdk/testing';
 import { snpVm } from '../test/snp-vm.js';
 
 const P = 2 ** 18; // 1 GiB-aligned host frame
 const G = 2 ** 16;
-
-function errnoOf(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    return isKvmError(e) ? e.errno : `not a KvmError: ${String(e)}`;
-  }
-  return undefined;
-}
 
 describe('gmemPrepare (sev_gmem_prepare)', () => {
   it('assigns a 4K folio to the guest, not validated', () => {

@@ -1,5 +1,6 @@
-import { isKvmError, pfn as toPfn, type PageSource } from '@cocokit/sdk';
+import { pfn as toPfn, type PageSource } from '@cocokit/sdk';
 import { describe, expect, it } from 'vitest';
+import { errnoOf } from '@cocokit/sdk/testing';
 import { snpVm, type SnpTestVm } from '../test/snp-vm.js';
 
 const P = 2 ** 18;
@@ -9,15 +10,6 @@ const PAGE1 = Uint8Array.from({ length: 4096 }, (_, i) => i & 0xff);
 const VMSA = new Uint8Array(4096).fill(0x11);
 /** The vector of digest.test.ts (derivation and cross-checks there). */
 const TINY_LAUNCH_DIGEST = 'f67ee303f0fc50d4c8767f5ab2a298710efb714744b0f4147b4c02302dedb3f7b260f6bc2253a93c63d4fe57a2ce0792';
-
-function errnoOf(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    return isKvmError(e) ? e.errno : `not a KvmError: ${String(e)}`;
-  }
-  return undefined;
-}
 
 const bytes = (b: Uint8Array): PageSource => ({ kind: 'bytes', bytes: b });
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { errnoOf } from '@cocokit/sdk/testing';
 import { isKvmError, uapi } from '@cocokit/sdk';
 import type { KvmGmemConvert, KvmMemoryAttributes2 } from '@cocokit/sdk';
 import { MAP, PROT } from '@cocokit/host';
@@ -10,37 +11,27 @@ const { GUEST_MEMFD_FLAG_MMAP: MMAP, GUEST_MEMFD_FLAG_INIT_SHARED: SHARED, FALLO
 const PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE;
 const P = 4096;
 
-function errno(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (isKvmError(e)) return e.errno;
-    throw e;
-  }
-  return undefined;
-}
-
 const v8 = () => setup({ privateMem: true, proposals: { memoryAttributes2: true, gmemConvert: true } });
 
 describe('KVM_SET_MEMORY_ATTRIBUTES2 (PROPOSED-CONV-v8)', () => {
   it('ENOTTY when in-place conversion is off', () => {
     const f = setup({ privateMem: true }).vm.createGuestMemfd({ size: 4 * P });
-    expect(errno(() => f.setMemoryAttributes2({ offset: 0, size: P, attributes: PRIVATE }))).toBe('ENOTTY');
-    expect(errno(() => f.convertShared({ offset: 0, size: P }))).toBe('ENOTTY');
+    expect(errnoOf(() => f.setMemoryAttributes2({ offset: 0, size: P, attributes: PRIVATE }))).toBe('ENOTTY');
+    expect(errnoOf(() => f.convertShared({ offset: 0, size: P }))).toBe('ENOTTY');
   });
 
   it('validation in order: flags, reserved, VM without private memory, attributes, size 0, unaligned, outside', () => {
     const f = v8().vm.createGuestMemfd({ size: 4 * P, flags: MMAP | SHARED });
     const ok: KvmMemoryAttributes2 = { offset: 0, size: P, attributes: PRIVATE };
-    expect(errno(() => f.setMemoryAttributes2({ ...ok, flags: 1 }))).toBe('EINVAL');
-    expect(errno(() => f.setMemoryAttributes2({ ...ok, reserved: [0, 1] }))).toBe('EINVAL');
-    expect(errno(() => f.setMemoryAttributes2({ ...ok, attributes: 1 }))).toBe('EINVAL');
-    expect(errno(() => f.setMemoryAttributes2({ ...ok, size: 0 }))).toBe('EINVAL');
-    expect(errno(() => f.setMemoryAttributes2({ ...ok, offset: 1 }))).toBe('EINVAL');
-    expect(errno(() => f.setMemoryAttributes2({ ...ok, offset: 4 * P }))).toBe('EINVAL');
-    expect(errno(() => f.setMemoryAttributes2({ ...ok, size: 5 * P }))).toBe('EINVAL');
+    expect(errnoOf(() => f.setMemoryAttributes2({ ...ok, flags: 1 }))).toBe('EINVAL');
+    expect(errnoOf(() => f.setMemoryAttributes2({ ...ok, reserved: [0, 1] }))).toBe('EINVAL');
+    expect(errnoOf(() => f.setMemoryAttributes2({ ...ok, attributes: 1 }))).toBe('EINVAL');
+    expect(errnoOf(() => f.setMemoryAttributes2({ ...ok, size: 0 }))).toBe('EINVAL');
+    expect(errnoOf(() => f.setMemoryAttributes2({ ...ok, offset: 1 }))).toBe('EINVAL');
+    expect(errnoOf(() => f.setMemoryAttributes2({ ...ok, offset: 4 * P }))).toBe('EINVAL');
+    expect(errnoOf(() => f.setMemoryAttributes2({ ...ok, size: 5 * P }))).toBe('EINVAL');
     const d = setup({ proposals: { memoryAttributes2: true } }).vm.createGuestMemfd({ size: 4 * P });
-    expect(errno(() => d.setMemoryAttributes2(ok))).toBe('EINVAL');
+    expect(errnoOf(() => d.setMemoryAttributes2(ok))).toBe('EINVAL');
     expect(f.shareability(0)).toBe('all');
   });
 
@@ -128,13 +119,13 @@ describe('KVM_GMEM_CONVERT_SHARED/PRIVATE (PROPOSED-CONV-v2)', () => {
   it('error_offset must be 0 on input; size 0 returns 0; outside EINVAL; EAGAIN copies error_offset back', () => {
     const { vm, vmm } = v8();
     const f = vm.createGuestMemfd({ size: 4 * P, flags: MMAP | SHARED });
-    expect(errno(() => f.convertPrivate({ offset: 0, size: P, error_offset: 8 }))).toBe('EINVAL');
+    expect(errnoOf(() => f.convertPrivate({ offset: 0, size: P, error_offset: 8 }))).toBe('EINVAL');
     expect(f.convertPrivate({ offset: 0, size: 0 })).toBe(0);
-    expect(errno(() => f.convertPrivate({ offset: 0, size: 5 * P }))).toBe('EINVAL');
+    expect(errnoOf(() => f.convertPrivate({ offset: 0, size: 5 * P }))).toBe('EINVAL');
     const a = vmm.mmap({ length: 4 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: f });
     const pins = vmm.gup(a + 3 * P, 1);
     const req: KvmGmemConvert = { offset: 0, size: 4 * P };
-    expect(errno(() => f.convertPrivate(req))).toBe('EAGAIN');
+    expect(errnoOf(() => f.convertPrivate(req))).toBe('EAGAIN');
     expect(req.error_offset).toBe(3 * P);
     vmm.unpin(pins);
     expect(f.convertPrivate({ offset: 0, size: 4 * P })).toBe(0);
@@ -153,7 +144,7 @@ describe('huge folios', () => {
     const f = vm.createGuestMemfd({ size: 2 * M2, flags: MMAP | GUEST_MEMFD_FLAG_HUGETLB + GUEST_MEMFD_HUGE_2MB });
     f.fallocate(KEEP, 0, 2 * M2);
     expect(f.folioAt(0)?.order).toBe(9);
-    expect(errno(() => f.fallocate(KEEP | PUNCH, 0, P))).toBe('EINVAL');
+    expect(errnoOf(() => f.fallocate(KEEP | PUNCH, 0, P))).toBe('EINVAL');
     f.setMemoryAttributes2({ offset: P, size: P, attributes: 0 });
     expect(f.folioAt(0)?.order).toBe(0);
     expect(f.folioAt(512)?.order).toBe(9);
@@ -226,7 +217,7 @@ describe('direct-map removal (seed 002) and populate', () => {
     const { vm, vmm } = setup({ proposals: { noDirectMap: true } });
     const f = vm.createGuestMemfd({ size: P, flags: MMAP | SHARED | uapi.GUEST_MEMFD_FLAG_NO_DIRECT_MAP });
     const a = vmm.mmap({ length: P, prot: PROT.READ, flags: MAP.SHARED, file: f });
-    expect(errno(() => vmm.gup(a, 1))).toBe('EFAULT');
+    expect(errnoOf(() => vmm.gup(a, 1))).toBe('EFAULT');
   });
 
   it('populate: arch hook per page, EEXIST when prepared, EINVAL when shared, partial count, clipped to slot', () => {
@@ -234,13 +225,13 @@ describe('direct-map removal (seed 002) and populate', () => {
     const { vm } = setup({ privateMem: true, proposals: { memoryAttributes2: true }, arch: { populate: (g, _p, _s, kind) => void calls.push([g, kind]) } });
     const f = vm.createGuestMemfd({ size: 8 * P, flags: MMAP });
     const slot = slotAt(0x80, 8);
-    expect(errno(() => vm.populate({ slot, gfn: 0x80, npages: 1 }))).toBe('EINVAL');
+    expect(errnoOf(() => vm.populate({ slot, gfn: 0x80, npages: 1 }))).toBe('EINVAL');
     vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: 8 }, slot);
     f.setMemoryAttributes2({ offset: 2 * P, size: P, attributes: 0 });
     expect(vm.populate({ slot, gfn: 0x80, npages: 4, kind: 'measured' })).toBe(2);
     expect(calls).toEqual([[0x80, 'measured'], [0x81, 'measured']]);
-    expect(errno(() => vm.populate({ slot, gfn: 0x80, npages: 1 }))).toBe('EEXIST');
-    expect(errno(() => vm.populate({ slot, gfn: 0x82, npages: 1 }))).toBe('EINVAL');
+    expect(errnoOf(() => vm.populate({ slot, gfn: 0x80, npages: 1 }))).toBe('EEXIST');
+    expect(errnoOf(() => vm.populate({ slot, gfn: 0x82, npages: 1 }))).toBe('EINVAL');
     expect(vm.populate({ slot, gfn: 0x86, npages: 100 })).toBe(2);
     expect(vm.getPfn(slot, 0x80).prepared).toBe(true);
   });

@@ -1,30 +1,21 @@
 import { describe, expect, it } from 'vitest';
-import { isKvmError, uapi } from '@cocokit/sdk';
+import { errnoOf } from '@cocokit/sdk/testing';
+import { uapi } from '@cocokit/sdk';
 import { MAP, PROT } from '@cocokit/host';
 import { recorder, setup, slotAt } from './test-helpers.js';
 
 const { GUEST_MEMFD_FLAG_MMAP: MMAP, GUEST_MEMFD_FLAG_INIT_SHARED: SHARED, FALLOC_FL_KEEP_SIZE: KEEP, FALLOC_FL_PUNCH_HOLE: PUNCH } = uapi;
 const P = 4096;
 
-function errno(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (isKvmError(e)) return e.errno;
-    throw e;
-  }
-  return undefined;
-}
-
 describe('file operations', () => {
   it('test_file_read_write: read/write EINVAL, pread/pwrite/lseek ESPIPE, ftruncate EINVAL', () => {
     const f = setup().vm.createGuestMemfd({ size: 4 * P });
-    expect(errno(() => f.read())).toBe('EINVAL');
-    expect(errno(() => f.write())).toBe('EINVAL');
-    expect(errno(() => f.pread())).toBe('ESPIPE');
-    expect(errno(() => f.pwrite())).toBe('ESPIPE');
-    expect(errno(() => f.lseek())).toBe('ESPIPE');
-    expect(errno(() => f.ftruncate())).toBe('EINVAL');
+    expect(errnoOf(() => f.read())).toBe('EINVAL');
+    expect(errnoOf(() => f.write())).toBe('EINVAL');
+    expect(errnoOf(() => f.pread())).toBe('ESPIPE');
+    expect(errnoOf(() => f.pwrite())).toBe('ESPIPE');
+    expect(errnoOf(() => f.lseek())).toBe('ESPIPE');
+    expect(errnoOf(() => f.ftruncate())).toBe('EINVAL');
   });
 
   it('test_file_size: st_size, st_blksize; st_blocks stays 0 after allocation [PROBE]', () => {
@@ -41,12 +32,12 @@ describe('fallocate', () => {
     const f = vm.createGuestMemfd({ size: total });
     f.fallocate(KEEP, 0, total);
     expect(f.allocatedPages).toBe(4);
-    expect(errno(() => f.fallocate(KEEP | PUNCH, P - 1, P))).toBe('EINVAL');
-    expect(errno(() => f.fallocate(KEEP, total, P))).toBe('EINVAL');
-    expect(errno(() => f.fallocate(KEEP, total + P, P))).toBe('EINVAL');
+    expect(errnoOf(() => f.fallocate(KEEP | PUNCH, P - 1, P))).toBe('EINVAL');
+    expect(errnoOf(() => f.fallocate(KEEP, total, P))).toBe('EINVAL');
+    expect(errnoOf(() => f.fallocate(KEEP, total + P, P))).toBe('EINVAL');
     f.fallocate(KEEP | PUNCH, total, P);
     f.fallocate(KEEP | PUNCH, total + P, P);
-    expect(errno(() => f.fallocate(KEEP | PUNCH, P, P - 1))).toBe('EINVAL');
+    expect(errnoOf(() => f.fallocate(KEEP | PUNCH, P, P - 1))).toBe('EINVAL');
     f.fallocate(KEEP | PUNCH, P, P);
     expect(f.allocatedPages).toBe(3);
     f.fallocate(KEEP, P, P);
@@ -58,18 +49,18 @@ describe('fallocate', () => {
   it('test_invalid_punch_hole: every unaligned offset/len is EINVAL', () => {
     const f = setup().vm.createGuestMemfd({ size: 4 * P });
     for (const [o, l] of [[0, 1], [0, P - 1], [0, P + 1], [1, 1], [1, P - 1], [1, P], [1, P + 1], [P, 1], [P, P - 1], [P, P + 1]] as const) {
-      expect(errno(() => f.fallocate(KEEP | PUNCH, o, l))).toBe('EINVAL');
+      expect(errnoOf(() => f.fallocate(KEEP | PUNCH, o, l))).toBe('EINVAL');
     }
   });
 
   it('modes: len <= 0 and negative offset EINVAL first [PROBE]; no KEEP_SIZE, PUNCH alone, ZERO_RANGE EOPNOTSUPP', () => {
     const f = setup().vm.createGuestMemfd({ size: 4 * P });
-    expect(errno(() => f.fallocate(0, 0, 0))).toBe('EINVAL');
-    expect(errno(() => f.fallocate(KEEP | PUNCH, -P, P))).toBe('EINVAL');
-    expect(errno(() => f.fallocate(0, 0, P))).toBe('EOPNOTSUPP');
-    expect(errno(() => f.fallocate(PUNCH, 1, 1))).toBe('EOPNOTSUPP');
-    expect(errno(() => f.fallocate(KEEP | uapi.FALLOC_FL_ZERO_RANGE, 1, 1))).toBe('EOPNOTSUPP');
-    expect(errno(() => f.fallocate(KEEP | PUNCH | uapi.FALLOC_FL_ZERO_RANGE, 1, 1))).toBe('EOPNOTSUPP');
+    expect(errnoOf(() => f.fallocate(0, 0, 0))).toBe('EINVAL');
+    expect(errnoOf(() => f.fallocate(KEEP | PUNCH, -P, P))).toBe('EINVAL');
+    expect(errnoOf(() => f.fallocate(0, 0, P))).toBe('EOPNOTSUPP');
+    expect(errnoOf(() => f.fallocate(PUNCH, 1, 1))).toBe('EOPNOTSUPP');
+    expect(errnoOf(() => f.fallocate(KEEP | uapi.FALLOC_FL_ZERO_RANGE, 1, 1))).toBe('EOPNOTSUPP');
+    expect(errnoOf(() => f.fallocate(KEEP | PUNCH | uapi.FALLOC_FL_ZERO_RANGE, 1, 1))).toBe('EOPNOTSUPP');
     expect(f.allocatedPages).toBe(0);
   });
 
@@ -77,7 +68,7 @@ describe('fallocate', () => {
     const { vm, host } = setup();
     const f = vm.createGuestMemfd({ size: 2 ** 40 });
     const free = host.buddy.stats().freeFrames;
-    expect(errno(() => f.fallocate(KEEP, 0, (free + 1) * P))).toBe('ENOMEM');
+    expect(errnoOf(() => f.fallocate(KEEP, 0, (free + 1) * P))).toBe('ENOMEM');
     expect(f.allocatedPages).toBe(0);
     expect(host.buddy.usedBy('guest_memfd')).toBe(0);
   });
@@ -111,12 +102,12 @@ describe('host mmap', () => {
     const { vm, vmm } = setup();
     const plain = vm.createGuestMemfd({ size: 4 * P });
     const m = vm.createGuestMemfd({ size: 4 * P, flags: MMAP });
-    expect(errno(() => vmm.mmap({ length: P, prot: PROT.READ | PROT.EXEC, flags: MAP.SHARED, file: plain }))).toBe('EPERM');
-    expect(errno(() => vmm.mmap({ length: P, prot: PROT.READ, flags: MAP.PRIVATE, file: plain }))).toBe('ENODEV');
+    expect(errnoOf(() => vmm.mmap({ length: P, prot: PROT.READ | PROT.EXEC, flags: MAP.SHARED, file: plain }))).toBe('EPERM');
+    expect(errnoOf(() => vmm.mmap({ length: P, prot: PROT.READ, flags: MAP.PRIVATE, file: plain }))).toBe('ENODEV');
     // test_mmap_not_supported
-    expect(errno(() => vmm.mmap({ length: 4 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: plain }))).toBe('ENODEV');
+    expect(errnoOf(() => vmm.mmap({ length: 4 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: plain }))).toBe('ENODEV');
     // test_mmap_cow
-    expect(errno(() => vmm.mmap({ length: 4 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.PRIVATE, file: m }))).toBe('EINVAL');
+    expect(errnoOf(() => vmm.mmap({ length: 4 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.PRIVATE, file: m }))).toBe('EINVAL');
   });
 
   it('test_mmap_supported: write all, punch first page reads zero, rest kept, rewrite', () => {
@@ -175,7 +166,7 @@ describe('host mmap', () => {
     const a = vmm.mmap({ length: 2 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: f });
     vmm.write(a, new Uint8Array([5]));
     f.close();
-    expect(errno(() => f.fstat())).toBe('EBADF');
+    expect(errnoOf(() => f.fstat())).toBe('EBADF');
     expect(vmm.read(a, 1)).toMatchObject({ ok: true, data: new Uint8Array([5]) });
     expect(f.alive).toBe(true);
     vmm.munmap(a, 2 * P);
@@ -197,7 +188,7 @@ describe('host mmap', () => {
     host.checkInvariants();
     // Still readable through the mapping; a new mmap needs an fd.
     expect(vmm.read(a + 3 * P, 1)).toMatchObject({ ok: true, data: new Uint8Array([4]) });
-    expect(errno(() => vmm.mmap({ length: P, prot: PROT.READ, flags: MAP.SHARED, file: f }))).toBe('EBADF');
+    expect(errnoOf(() => vmm.mmap({ length: P, prot: PROT.READ, flags: MAP.SHARED, file: f }))).toBe('EBADF');
     expect(vm.liveFiles()).toContain(f);
     expect(host.buddy.usedBy('guest_memfd')).toBe(8);
     vmm.mprotect(a + 2 * P, 2 * P, PROT.READ); // three VMAs
@@ -210,7 +201,7 @@ describe('host mmap', () => {
     expect(f.alive).toBe(false);
     expect(vm.liveFiles()).not.toContain(f);
     expect(host.buddy.usedBy('guest_memfd')).toBe(0);
-    expect(errno(() => vm.getPfn(slot, 0))).toBe('EFAULT');
+    expect(errnoOf(() => vm.getPfn(slot, 0))).toBe('EFAULT');
     vm.checkInvariants();
     host.checkInvariants();
   });
@@ -237,13 +228,13 @@ describe('bindings and get_pfn', () => {
     const f = vm.createGuestMemfd({ size: 16 * P });
     const other = vm.fdTable.openOther('memfd');
     const req = { fd: f.fd, vm: vm.vmToken, offset: 0, npages: 8 };
-    expect(errno(() => vm.binder.checkBind({ ...req, fd: 99 }))).toBe('EBADF');
-    expect(errno(() => vm.binder.checkBind({ ...req, fd: other }))).toBe('EINVAL');
-    expect(errno(() => vm.binder.checkBind({ ...req, vm: {} }))).toBe('EINVAL');
-    expect(errno(() => vm.binder.checkBind({ ...req, offset: 9 }))).toBe('EINVAL');
+    expect(errnoOf(() => vm.binder.checkBind({ ...req, fd: 99 }))).toBe('EBADF');
+    expect(errnoOf(() => vm.binder.checkBind({ ...req, fd: other }))).toBe('EINVAL');
+    expect(errnoOf(() => vm.binder.checkBind({ ...req, vm: {} }))).toBe('EINVAL');
+    expect(errnoOf(() => vm.binder.checkBind({ ...req, offset: 9 }))).toBe('EINVAL');
     expect(vm.binder.checkBind(req)).toEqual({ file: f, gmemOnly: false });
     vm.binder.bind(req, slotAt(0, 8));
-    expect(errno(() => vm.binder.checkBind({ ...req, offset: 7, npages: 2 }))).toBe('EINVAL');
+    expect(errnoOf(() => vm.binder.checkBind({ ...req, offset: 7, npages: 2 }))).toBe('EINVAL');
     expect(vm.binder.checkBind({ ...req, offset: 8 }).file).toBe(f);
     void host;
   });
@@ -253,7 +244,7 @@ describe('bindings and get_pfn', () => {
     const { vm, host } = setup({ privateMem: true, arch: { gmemPrepare: (p) => void prepared.push(p) } });
     const f = vm.createGuestMemfd({ size: 8 * P });
     const slot = slotAt(0x1000, 8);
-    expect(errno(() => vm.getPfn(slot, 0x1000))).toBe('EFAULT');
+    expect(errnoOf(() => vm.getPfn(slot, 0x1000))).toBe('EFAULT');
     vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: 8 }, slot);
     const a = vm.getPfn(slot, 0x1003);
     expect(a).toMatchObject({ maxOrder: 0, prepared: false, isPrivate: true });
@@ -283,7 +274,7 @@ describe('bindings and get_pfn', () => {
     vm.getPfn(slot, 2);
     f.close();
     expect(rec.begins.at(-1)).toMatchObject({ filter: 'both', reason: 'release', start: 0, end: 8 });
-    expect(errno(() => vm.getPfn(slot, 2))).toBe('EFAULT');
+    expect(errnoOf(() => vm.getPfn(slot, 2))).toBe('EFAULT');
     vm.binder.unbind(b, slot);
     expect(host.buddy.usedBy('guest_memfd')).toBe(0);
   });
@@ -296,7 +287,7 @@ describe('bindings and get_pfn', () => {
     vm.getPfn(slot, 1);
     f.memoryFailure(1);
     expect(f.allocatedPages).toBe(1);
-    expect(errno(() => vm.getPfn(slot, 1))).toBe('EHWPOISON');
+    expect(errnoOf(() => vm.getPfn(slot, 1))).toBe('EHWPOISON');
     f.fallocate(KEEP | PUNCH, P, P);
     expect(vm.getPfn(slot, 1).prepared).toBe(false);
   });

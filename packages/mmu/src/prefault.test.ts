@@ -1,19 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { isKvmError, type Errno, type KvmPreFaultMemory } from '@cocokit/sdk';
+import { errnoOf } from '@cocokit/sdk/testing';
+import { type Errno, type KvmPreFaultMemory } from '@cocokit/sdk';
 import { SPTE } from './page-table.js';
 import { MiB, setup } from './test-env.js';
 
 const PAGE = 4096;
-
-function errnoOf(f: () => unknown): Errno | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (isKvmError(e)) return e.errno;
-    throw e;
-  }
-  return undefined;
-}
 
 describe('KVM_PRE_FAULT_MEMORY', () => {
   it('refuses bad arguments with EINVAL and changes nothing', () => {

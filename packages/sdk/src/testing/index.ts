@@ -1,7 +1,9 @@
 /**
- * `@cocokit/sdk/testing`: the arch plugin conformance kit every plugin runs in its own tests, and a
- * small sparse host memory for plugin tests. Uses vitest (an optional peer dependency of the sdk).
+ * `@cocokit/sdk/testing`: the arch plugin conformance kit every plugin runs in its own tests, a
+ * small sparse host memory for plugin tests, and `errnoOf` for tests of refusals. Uses vitest (an
+ * optional peer dependency of the sdk).
  */
+export { errnoOf } from './errno.js';
 export { createTestHostMemory } from './host-memory.js';
 export type { TestHostMemory } from './host-memory.js';
 export {
