@@ -34,6 +34,8 @@ declare module '@cocokit/sdk' {
     'host.mmap': { pid: number; hva: number; length: number; prot: number; flags: number; file: string | null };
     /** A process unmapped `[hva, hva + length)`. */
     'host.munmap': { pid: number; hva: number; length: number; pages: number };
+    /** A process dropped the pages of `[hva, hva + length)` with madvise (`advice`: MADV_*). */
+    'host.madvise': { pid: number; hva: number; length: number; advice: number; pages: number };
     /** The user mappings of file pages `[start, end)` were zapped in every process (unmap_mapping_range). */
     'host.zap_file': { file: string; start: number; end: number; pages: number };
     /** Pages were pinned (gup) or unpinned. */

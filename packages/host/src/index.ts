@@ -21,7 +21,7 @@ export { DirectMap } from './direct-map.js';
 export type { DirectMapEnv, DirectMapHandle, DirectMapStats } from './direct-map.js';
 
 // ---- processes, faults, files ----
-export { MAP, MMAP_BASE, MMAP_MIN_ADDR, PROT, TASK_SIZE } from './process.js';
+export { MADV, MAP, MMAP_BASE, MMAP_MIN_ADDR, PROT, TASK_SIZE } from './process.js';
 export type { GupOptions, HostProcess, MappedRun, MmapArgs, MmuNotifier, Vma } from './process.js';
 export { processFault, isProcessFault } from './fault.js';
 export type { HostAccessCheck, HostAccessOk, HostAccessResult, ProcessFault, HostSignal } from './fault.js';

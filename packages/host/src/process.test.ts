@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import type { FileProvider } from './file.js';
 import { checkInvariants, createHost } from './host.js';
 import type { Host } from './host.js';
-import { MAP, MMAP_BASE, PROT, TASK_SIZE } from './process.js';
+import { MADV, MAP, MMAP_BASE, PROT, TASK_SIZE } from './process.js';
+import { errnoOf } from '@cocokit/sdk/testing';
 
 const RW = PROT.READ | PROT.WRITE;
 const ANON = MAP.PRIVATE | MAP.ANONYMOUS;
@@ -592,5 +593,31 @@ describe('mmu notifiers (secondary MMUs such as KVM)', () => {
     p.mprotect(a, 4 * PAGE, PROT.READ); // no change of protection: nothing to tell
     expect(r.calls).toHaveLength(4);
     checkInvariants(host);
+  });
+});
+
+describe('madvise(MADV_DONTNEED)', () => {
+  it('frees anonymous pages, keeps the VMA, and later reads see zeros', () => {
+    const host = createHost({ bytes: 64 * 2 ** 20 });
+    const p = host.createProcess('vmm');
+    const addr = p.mmap({ length: 4 * 4096, prot: PROT.READ | PROT.WRITE, flags: MAP.PRIVATE | MAP.ANONYMOUS });
+    expect(p.write(addr + 4096, new Uint8Array([7, 7, 7])).ok).toBe(true);
+    const used = host.stats().usedByPurpose['anon'] ?? 0;
+    expect(used).toBe(1);
+    expect(p.madvise(addr, 4 * 4096, MADV.DONTNEED)).toBe(1);
+    expect(host.stats().usedByPurpose['anon'] ?? 0).toBe(0);
+    expect(p.vmaList()).toHaveLength(1);
+    const r = p.read(addr + 4096, 3);
+    expect(r.ok && Array.from(r.data ?? [])).toEqual([0, 0, 0]);
+  });
+
+  it('refuses unknown advice and unmapped ranges without changing anything', () => {
+    const host = createHost({ bytes: 64 * 2 ** 20 });
+    const p = host.createProcess('vmm');
+    const addr = p.mmap({ length: 4096, prot: PROT.READ | PROT.WRITE, flags: MAP.PRIVATE | MAP.ANONYMOUS });
+    p.touch(addr, 4096, 'write');
+    expect(errnoOf(() => p.madvise(addr, 4096, 99))).toBe('EINVAL');
+    expect(errnoOf(() => p.madvise(addr, 2 * 4096, MADV.DONTNEED))).toBe('ENOMEM');
+    expect(host.stats().usedByPurpose['anon']).toBe(1);
   });
 });

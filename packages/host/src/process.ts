@@ -37,6 +37,12 @@ export const MAP = {
   FIXED_NOREPLACE: 0x100000,
 } as const;
 
+/** madvise advice values the model implements (include/uapi/asm-generic/mman-common.h). */
+export const MADV = {
+  /** Drop the pages: anonymous memory reads as zeros afterwards, file pages are re-read from the file. */
+  DONTNEED: 4,
+} as const;
+
 /** Top of the user address space (x86-64 with 4-level paging: 128 TiB, TASK_SIZE_MAX rounded). */
 export const TASK_SIZE = 2 ** 47;
 /** Lowest address mmap may use (vm.mmap_min_addr default, 64 KiB). */
@@ -321,6 +327,27 @@ export class HostProcess {
     const pages = this.kernel.mmOp(() => this.unmapFrames(start, end));
     const sim = this.kernel.host.sim;
     if (sim?.trace.enabled) sim.trace.emit('host.munmap', { pid: this.pid, hva: addr, length: (end - start) * PAGE_SIZE, pages });
+  }
+
+  /**
+   * madvise(addr, length, MADV_DONTNEED) (zap_page_range_single): drops the PTEs of the range, so
+   * anonymous pages are freed (deferred while pinned) and later reads see zeros; file pages lose
+   * this mapping's reference. The VMAs stay. This is how QEMU discards shared guest memory backed
+   * by anonymous memory on a conversion to private (ram_block_discard_range). Secondary MMUs are
+   * notified. EINVAL for an unaligned address, an unknown advice or a range outside the user
+   * address space; ENOMEM when part of the range is not mapped. Returns the pages dropped.
+   */
+  madvise(addr: number, length: number, advice: number): number {
+    const op = 'madvise';
+    this.checkAlive(op);
+    if (advice !== MADV.DONTNEED) throw new KvmError('EINVAL', op, `advice ${advice} is not modelled (only MADV_DONTNEED)`);
+    const [start, end] = this.checkUserRange(addr, length, op);
+    const hole = this.vmas.firstWithout(start, end);
+    if (hole !== undefined) throw new KvmError('ENOMEM', op, `address ${hole * PAGE_SIZE} in the range is not mapped`);
+    const pages = this.kernel.mmOp(() => this.zapPtes(start, end, true));
+    const sim = this.kernel.host.sim;
+    if (sim?.trace.enabled) sim.trace.emit('host.madvise', { pid: this.pid, hva: addr, length: (end - start) * PAGE_SIZE, advice, pages });
+    return pages;
   }
 
   /**

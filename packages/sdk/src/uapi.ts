@@ -78,11 +78,17 @@ export const KVM_EXIT_MEMORY_FAULT = 39;
 
 /** kvm_run.memory_fault.flags */
 export const KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3;
+/** kvm_run.system_event.type */
+export const KVM_SYSTEM_EVENT_SHUTDOWN = 1;
+export const KVM_SYSTEM_EVENT_RESET = 2;
 /** PROPOSED (KVM Userfault): the fault hit a page marked in the slot's userfault bitmap. */
 export const KVM_MEMORY_EXIT_FLAG_USERFAULT = 1 << 4;
 
 /** Hypercall numbers (include/uapi/linux/kvm_para.h). */
 export const KVM_HC_MAP_GPA_RANGE = 12;
+/** Hypercall return codes (include/uapi/linux/kvm_para.h): -KVM_ENOSYS for an unknown or disabled hypercall. */
+export const KVM_ENOSYS = 1000;
+export const KVM_EINVAL = 22;
 /** KVM_HC_MAP_GPA_RANGE attribute bits (arch/x86/include/uapi/asm/kvm_para.h). */
 export const KVM_MAP_GPA_RANGE_PAGE_SZ_4K = 0;
 export const KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1 << 0;

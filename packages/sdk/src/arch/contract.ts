@@ -125,6 +125,95 @@ export interface FaultClass {
   readonly private: boolean;
 }
 
+/**
+ * An exception the hardware delivers to the guest instead of completing an access (SNP #VC with
+ * error code 0x404 on an unvalidated page, TDX #VE on a PENDING page): a value the guest program
+ * sees (DESIGN.md, "Errors"), never an exception in the model.
+ */
+export interface GuestException {
+  readonly kind: 'exception';
+  /** The x86 vector: X86_TRAP_VE (20), X86_TRAP_VC (29). */
+  readonly vector: number;
+  /** The mnemonic, for a person: `'#VE'`, `'#VC'`. */
+  readonly name: string;
+  /** The exception's error code (SNP #VC: the exit code, 0x404 for "page not validated"). */
+  readonly errorCode?: number;
+  /** The address the exception is about (the model has no guest virtual addresses: the GPA). */
+  readonly gpa?: number;
+}
+
+/**
+ * A nested page fault (EPT violation, #NPF) that KVM handles itself; the guest never sees it. The
+ * core zaps `zap` first when given (SNP: after PSMASH of a 2M RMP entry, sev_handle_rmp_fault),
+ * then runs its fault path for `fault` (which may exit to userspace, e.g. KVM_EXIT_MEMORY_FAULT),
+ * and the guest retries what it was doing.
+ */
+export interface GuestNpf {
+  readonly kind: 'npf';
+  readonly fault: GuestFault;
+  readonly zap?: GfnRange;
+}
+
+/**
+ * A guest access the core's nested tables already map, as it hands it to
+ * {@link ArchVm.guestAccess} for the checks the hardware makes beyond them (SNP's RMP validated
+ * bit and page size, TDX's S-EPT entry state).
+ */
+export interface GuestAccess {
+  /** The address as the guest issued it (with the shared bit, on archs that have one). */
+  readonly gpa: number;
+  /** The frame, shared bit stripped. */
+  readonly gfn: Gfn;
+  readonly access: Access;
+  /** Whether the access is private (what {@link ArchVm.classifyFault} said). */
+  readonly private: boolean;
+  /** The host page the nested tables map the frame to. */
+  readonly pfn: Pfn;
+  /** The level of that mapping (0 = 4K). */
+  readonly level: MappingLevel;
+  /** The vCPU making the access. */
+  readonly vcpu: number;
+}
+
+/**
+ * One call of the arch's guest API as a guest program issues it: the vCPU runs
+ * `guestApi[op](...args)` as one step, which may end in an exit to userspace (`ctx.exit`); when
+ * userspace runs the vCPU again the core calls {@link ArchVm.completeExit} (KVM's
+ * complete_userspace_io), or re-issues the call when the plugin has no completion for it.
+ */
+export interface ArchGuestCall {
+  readonly kind: 'arch';
+  readonly op: string;
+  readonly args: readonly unknown[];
+}
+
+/** A step of the guest kernel's arch code: one guest-API call, or an NPF for KVM to resolve. */
+export type ArchGuestStep = ArchGuestCall | GuestNpf;
+
+/** How a guest-kernel operation ended: done, or failed with the arch's reason (a guest would panic or retry). */
+export type ArchGuestOutcome = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+
+/**
+ * The guest operating system's memory-encryption code for an arch (Linux arch/x86/coco/sev and
+ * arch/x86/coco/tdx, drivers/firmware/efi/unaccepted_memory.c), so arch-neutral guest programs
+ * (firmware DMA flips, lazy acceptance, bounce buffers) run on any VM type. Each operation is a
+ * generator of {@link ArchGuestStep}s: the vCPU runs one step at a time, feeding each call's return
+ * value back in, so an operation can span exits to userspace and several vCPU runs.
+ * Addresses are guest physical, page aligned, without any shared bit.
+ */
+export interface ArchGuestKernel {
+  /**
+   * Converts `[gpa, gpa + size)` the way the guest OS does before sharing a buffer or after taking
+   * it back (set_memory_decrypted / set_memory_encrypted): SNP rescinds validation then asks for
+   * shared with a PSC (or PSC private then PVALIDATE); TDX MapGPA then, to private, ACCEPT.
+   */
+  convert(gpa: number, size: number, toPrivate: boolean): Generator<ArchGuestStep, ArchGuestOutcome, unknown>;
+  /** Accepts private memory the guest has not used yet (accept_memory: TDX PAGE.ACCEPT, SNP PSC private + PVALIDATE). */
+  accept(gpa: number, size: number): Generator<ArchGuestStep, ArchGuestOutcome, unknown>;
+  /** Whether `e` means "this memory is not accepted yet" (TDX #VE on a PENDING page, SNP #VC 0x404). */
+  isUnaccepted(e: GuestException): boolean;
+}
+
 /** A launch measurement (TDX MRTD, SNP launch digest). */
 export interface ArchMeasurement {
   /** Which measurement, as in {@link ArchCapabilities.measurement}: `'mrtd'`, `'snp-launch-digest'`. */
@@ -182,6 +271,26 @@ export interface ArchVmContext<VmType extends string = string> {
    * (`guestApi`); never returns.
    */
   exit(e: ArchExit): never;
+  /**
+   * The vCPU whose guest operation (or exit completion) is running, `undefined` outside one: where
+   * KVM keeps per-vCPU progress (SNP's PSC in flight, TDX's MapGPA cursor), a plugin keys it by this.
+   */
+  readonly vcpu: number | undefined;
+  /**
+   * What userspace enabled with KVM_ENABLE_CAP on the VM: `args[0]` of the last enable of `cap`, or
+   * `undefined` if never enabled (KVM_CAP_EXIT_HYPERCALL: the bitmap of hypercalls that exit).
+   */
+  enabledCap(cap: number): number | undefined;
+  /**
+   * KVM_BUG_ON / kvm_vm_dead: the plugin hit a state KVM cannot recover from; every later KVM_RUN
+   * and VM ioctl fails with EIO. Returns normally: the plugin then reports its own failure.
+   */
+  markBugged(reason: string): void;
+  /**
+   * What the core's nested tables map `gfn` to in the shared or private root (the mirror root for
+   * archs with one), or `undefined` when it is not mapped.
+   */
+  translate(gfn: Gfn, root: 'shared' | 'private'): { readonly pfn: Pfn; readonly level: MappingLevel } | undefined;
 }
 
 /**
@@ -288,8 +397,35 @@ export interface ArchVm<VmApi extends object = object, GuestApi extends object =
    */
   finalize?(): ArchMeasurement | undefined;
 
+  /**
+   * The checks a guest access makes beyond the nested tables, once the core has the frame mapped
+   * (SNP: the RMP entry must be assigned to this guest, validated and of the mapping's size; TDX:
+   * the S-EPT entry must be MAPPED). `'ok'`: the access completes; a {@link GuestException}: the
+   * guest receives it; a {@link GuestNpf}: KVM handles a nested fault and the guest retries.
+   * Absent: every mapped access completes.
+   */
+  guestAccess?(access: GuestAccess): 'ok' | GuestException | GuestNpf;
+
+  /**
+   * complete_userspace_io: userspace has run vCPU `vcpu` again after the arch exit `exit` (having
+   * filled in what the exit asks, e.g. `hypercall.ret`). Returns the value the guest call that
+   * exited returns, or `undefined` to re-issue that call (which then finds its progress where it
+   * left it); may call `ctx.exit` again for the next exit of a multi-exit operation.
+   */
+  completeExit?(exit: ArchExit, vcpu: number): { readonly value: unknown } | undefined;
+
+  /** The guest OS's memory-encryption code for this arch, for arch-neutral guest programs. */
+  readonly guestKernel?: ArchGuestKernel;
+
   /** Checks the plugin's own state; throws {@link ModelInvariantError} when an invariant is broken. */
   checkInvariants?(): void;
+
+  /**
+   * The VM is being destroyed (kvm_arch_destroy_vm / the vm_destroy kvm_x86_ops): release what the
+   * plugin holds (SNP decommissions and reclaims its VMSA pages). Called once, after every guest
+   * page has been invalidated.
+   */
+  destroy?(): void;
 }
 
 /**

@@ -15,6 +15,8 @@ export const ARCH_PLUGIN_ERROR_CODES = [
   'E_PLUGIN_NOT_FOUND',
   /** Two different plugins claim the same name or VM type. */
   'E_PLUGIN_DUPLICATE',
+  /** The plugin's `createVm` threw (or returned something unusable); no VM was created. */
+  'E_PLUGIN_CREATE_VM',
 ] as const;
 
 /** A code of {@link ArchPluginError}. */

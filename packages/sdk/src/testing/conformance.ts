@@ -52,6 +52,8 @@ export interface ArchConformanceOptions {
   readonly hostFrames?: number;
   /** The simulation seed (default 1). */
   readonly seed?: number;
+  /** What `ctx.enabledCap(cap)` answers, by capability number (default: nothing enabled). */
+  readonly enabledCaps?: Readonly<Record<number, number>>;
   /**
    * How to launch a VM of a plugin that measures (`capabilities.measurement`): the `populate` kind
    * whose contents are measured, and what must happen before the first `populate` (SNP:
@@ -99,6 +101,8 @@ export interface ArchTestVm {
   readonly ctx: ArchVmContext;
   /** Exits the VM asked for through `ctx.exit`. */
   readonly exits: readonly ArchExit[];
+  /** Reasons the VM gave `ctx.markBugged`. */
+  readonly bugs: readonly string[];
 }
 
 /** Error thrown by the kit's `ctx.exit`: outside a guest operation no exit is possible. */
@@ -127,6 +131,7 @@ export function createArchTestVm(plugin: ArchPlugin, vmType: string, options: Ar
   sim.costs.register(plugin.name, plugin.costs);
   const host = createTestHostMemory(options.hostFrames ?? DEFAULT_HOST_FRAMES);
   const exits: ArchExit[] = [];
+  const bugs: string[] = [];
   const ctx: ArchVmContext = {
     sim,
     host: host satisfies HostMemoryView,
@@ -136,9 +141,16 @@ export function createArchTestVm(plugin: ArchPlugin, vmType: string, options: Ar
       exits.push(e);
       throw new ArchExitOutsideGuestError(e);
     },
+    vcpu: undefined,
+    enabledCap: (cap: number): number | undefined => options.enabledCaps?.[cap],
+    markBugged(reason: string): void {
+      bugs.push(reason);
+    },
+    // The kit has no nested tables: nothing is ever mapped there.
+    translate: () => undefined,
   };
   const vm = plugin.createVm(ctx);
-  return { vm, sim, host, ctx, exits };
+  return { vm, sim, host, ctx, exits, bugs };
 }
 
 /** What a check is given. */
