@@ -67,7 +67,9 @@ export function* firmwareBoot(g: GuestContext, o: FirmwareBootOptions): GuestSte
 /** Tracks which fixed-size chunks the guest has accepted (Linux's unaccepted-memory bitmap). */
 export class AcceptedChunks {
   private readonly done = new Set<number>();
-  constructor(readonly chunkBytes: number) {
+  readonly chunkBytes: number;
+  constructor(chunkBytes: number) {
+    this.chunkBytes = chunkBytes;
     if (!Number.isSafeInteger(chunkBytes) || chunkBytes < PAGE || chunkBytes % PAGE !== 0) throw new RangeError(`chunk ${chunkBytes} is not a positive multiple of 4096`);
   }
   /** The chunk base holding `gpa`. */
