@@ -62,7 +62,19 @@ await runSuite('@cocokit/arch-tdx', 'sept', (s) => {
     { opsPerCall: BATCH, beforeEach: () => void (r = module(true, BATCH)) },
   );
 
-  const ctx = (): ArchVmContext => ({ sim, host, vmType: 'tdx', options: {}, exit: (e) => { throw new Error(e.reason); } });
+  const ctx = (): ArchVmContext => ({
+    sim,
+    host,
+    vmType: 'tdx',
+    options: {},
+    exit: (e) => {
+      throw new Error(e.reason);
+    },
+    vcpu: undefined,
+    enabledCap: () => undefined,
+    markBugged: () => undefined,
+    translate: () => undefined,
+  });
   let vm = createTdxVm(ctx());
   const fresh = () => {
     vm = createTdxVm(ctx());

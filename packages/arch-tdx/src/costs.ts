@@ -31,6 +31,7 @@ declare module '@cocokit/sdk' {
     'tdx.accept': true;
     'tdx.page_zero': true;
     'tdx.vmcall': true;
+    'tdx.page_reclaim': true;
   }
   interface TraceEventMap {
     /** TDH.MEM.SEPT.ADD linked a new S-EPT page under the level-`level` entry covering `gfn`. */
@@ -59,6 +60,11 @@ declare module '@cocokit/sdk' {
     'tdx.accept': { gfn: number; level: number; result: string };
     /** TDG.VP.VMCALL<MapGPA> turned into a KVM_HC_MAP_GPA_RANGE exit for one chunk. */
     'tdx.map_gpa': { gpa: number; npages: number; private: boolean };
+    /**
+     * The TD was torn down (the `destroy` hook): S-EPT pages reclaimed, and private pages KVM had
+     * not removed, which stay with the TD (leaked).
+     */
+    'tdx.teardown': { septPages: number; leakedPages: number };
     /** A SEAMCALL failed: its leaf and status name. */
     'tdx.seamcall_error': { leaf: string; status: string };
   }
@@ -116,6 +122,11 @@ export const TDX_COSTS = {
     unit: 'per TDG.VP.VMCALL round trip through KVM (TD exit, handling, TDH.VP.ENTER)',
     source:
       'estimate: D #1-#2 give ~2,550 cycles (~1 µs) for a plain KVM_RUN exit round trip; a TD exit adds the module world switch both ways (two SEAMCALL-class transitions ≈ 2 × 2 µs, from the derived SEAMCALL cost); gap: no published TDVMCALL latency',
+  },
+  'tdx.page_reclaim': {
+    ns: SEAMCALL_NS,
+    unit: 'per TDH.PHYMEM.PAGE.RECLAIM of an S-EPT page at teardown (the MOVDIR64B clear after it is tdx.page_clear)',
+    source: DERIVED,
   },
 } as const satisfies Readonly<Record<string, CostDef>>;
 

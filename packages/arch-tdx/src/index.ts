@@ -1,20 +1,17 @@
 /**
  * @cocokit/arch-tdx: the Intel TDX backend for cocokit — the Secure EPT in a modelled TDX module,
- * PAGE.ADD/AUG, BLOCK/TRACK/REMOVE, DEMOTE/PROMOTE, ACCEPT and #VE, MapGPA exits, and MRTD.
+ * PAGE.ADD/AUG, BLOCK/TRACK/REMOVE, DEMOTE/PROMOTE, ACCEPT and #VE, MapGPA exits, the guest
+ * kernel's conversion and acceptance code, and MRTD.
  */
 export { default } from './plugin.js';
 
 export { TDX_COSTS } from './costs.js';
 export type { TdxCostName } from './costs.js';
 
-export {
-  EXIT_REASON_EPT_VIOLATION,
-  KVM_EXIT_HYPERCALL_LONG_MODE,
-  TDVMCALL_MAP_GPA,
-  TDX_MAP_GPA_MAX_LEN,
-  X86_TRAP_VE,
-} from './guest.js';
-export type { TdvmcallResult, TdxAcceptResult, TdxAccessResult, TdxGuestApi, TdxVirtualizationException } from './guest.js';
+export { KVM_EXIT_HYPERCALL_LONG_MODE, TDVMCALL_MAP_GPA, TDX_MAP_GPA_MAX_LEN, X86_TRAP_VE } from './guest.js';
+export type { TdvmcallResult, TdxAcceptResult, TdxGuestApi, TdxMapGpaExit } from './guest.js';
+
+export { TDX_ACCEPT_EPT_VIOLATION_LIMIT, TDX_MAP_GPA_MAX_RETRIES, createTdxGuestKernel } from './guest-kernel.js';
 
 export { MRTD_BLOCK_SIZE, Mrtd, TDX_EXTENDMR_CHUNKSIZE, mrExtendBlock, pageAddBlock } from './measure.js';
 
@@ -32,6 +29,7 @@ export {
   isTdxError,
   isTdxOperandBusy,
   seamcallToArchResult,
+  tdvmcallStatusName,
   tdxStatusCode,
   tdxStatusName,
 } from './status.js';

@@ -29,6 +29,7 @@ export const TDX_LEAVES = [
   'TDH.MR.EXTEND',
   'TDH.MR.FINALIZE',
   'TDG.MEM.PAGE.ACCEPT',
+  'TDH.PHYMEM.PAGE.RECLAIM',
 ] as const;
 
 /** A leaf of {@link TDX_LEAVES}. */
@@ -455,6 +456,36 @@ export class TdxModule {
     this.kicked = true;
     if (this.sim.trace.enabled) this.sim.trace.emit('tdx.mr_finalize', { records: this.mrtd.records });
     return { status: S.TDX_SUCCESS, digest };
+  }
+
+  /**
+   * TDH.PHYMEM.PAGE.RECLAIM of the TD's S-EPT pages at teardown, after KVM has removed every private
+   * page and released the HKID (tdx_mmu_release_hkid; its TDH.PHYMEM.CACHE.WB and
+   * TDH.MNG.KEY.FREEID are not modelled): KVM frees each mirror page table with
+   * tdx_sept_free_private_spt, which reclaims the S-EPT page behind it (arch/x86/kvm/vmx/tdx.c).
+   * Each non-leaf entry is one S-EPT page. A page that still holds entries cannot be reclaimed (the
+   * module still uses it): reclaiming runs bottom-up and leaves the path to any leaf still mapped,
+   * which KVM then leaks ("intentionally leak the page", tdx_sept_free_private_spt). The root
+   * table belongs to the TD's control structures (TDR/TDCS), which the model does not hold as pages.
+   * Returns the number of S-EPT pages reclaimed; each is charged `tdx.page_reclaim`.
+   */
+  reclaimSeptPages(): number {
+    const leaf = 'TDH.PHYMEM.PAGE.RECLAIM';
+    let reclaimed = 0;
+    for (let level = 1; level <= this.sept.rootLevel; level++) {
+      const gone: number[] = [];
+      for (const e of this.sept.entries(level as SeptLevel)) {
+        if (isLeaf(e.state) || this.sept.hasChildren(e.gfn, level)) continue;
+        gone.push(e.gfn);
+      }
+      for (const gfn of gone) {
+        this.enter(leaf, 'tdx.page_reclaim');
+        this.sept.set(gfn, level, SEPT_STATE.FREE);
+        this.blockedMap(level).delete(this.index(gfn, level));
+        reclaimed++;
+      }
+    }
+    return reclaimed;
   }
 
   // ---- TDCALL -----------------------------------------------------------------------------------

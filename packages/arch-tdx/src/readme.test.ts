@@ -10,6 +10,7 @@ it('runs the README example', () => {
   sim.costs.register(tdx.name, tdx.costs);
   const host = createHost({ bytes: 2 ** 32, sim });
   const exits: ArchExit[] = [];
+  const bugs: string[] = [];
   const vm = tdx.createVm({
     sim,
     host,
@@ -19,6 +20,10 @@ it('runs the README example', () => {
       exits.push(e);
       throw new Error(`exit ${e.reason}`);
     },
+    vcpu: undefined,
+    enabledCap: () => undefined,
+    markBugged: (reason) => void bugs.push(reason),
+    translate: () => undefined,
   });
   const [p0, p1] = [host.allocPages(0, 'guest_memfd'), host.allocPages(0, 'guest_memfd')];
 
@@ -30,14 +35,18 @@ it('runs the README example', () => {
   const { digest } = vm.finalize(); // TDH.MR.FINALIZE: 48-byte MRTD
   // After finalize a fault is TDH.MEM.PAGE.AUG (PENDING); the guest must accept before use.
   vm.setPrivateSpte(gfn(0x101), 0, pfn(p1));
-  const before = vm.guestApi.access(0x101000, 'read'); // { kind: 've', ... }: #VE
-  const accepted = vm.guestApi.accept(0x101000); // { kind: 'status', status: 0n }
+  const read = { gpa: 0x101000, gfn: gfn(0x101), access: 'read', private: true, pfn: pfn(p1), level: 0, vcpu: 0 } as const;
+  const before = vm.guestAccess(read); // { kind: 'exception', vector: 20, name: '#VE', gpa: 0x101000 }
+  const accepted = vm.guestApi.accept(0x101000); // { kind: 'status', status: 0n }: TDX_SUCCESS
+  const after = vm.guestAccess(read); // 'ok'
   const host1 = vm.hostAccess(pfn(p1), true); // { signal: 'SIGBUS', kind: 'integrity', ... }
 
   expect(digest).toHaveLength(48);
-  expect(before.kind).toBe('ve');
+  expect(before).toEqual({ kind: 'exception', vector: 20, name: '#VE', gpa: 0x101000 });
   expect(accepted).toEqual({ kind: 'status', status: 0n });
+  expect(after).toBe('ok');
   expect(host1).toMatchObject({ signal: 'SIGBUS', kind: 'integrity' });
   expect(sim.now).toBeGreaterThan(0);
   expect(exits).toEqual([]);
+  expect(bugs).toEqual([]);
 });

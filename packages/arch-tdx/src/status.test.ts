@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { TDX_OPERAND_ID, TDX_STATUS as S, isTdxError, isTdxOperandBusy, seamcallToArchResult, tdxStatusName } from './status.js';
+import { TDVMCALL_STATUS, TDX_OPERAND_ID, TDX_STATUS as S, isTdxError, isTdxOperandBusy, seamcallToArchResult, tdvmcallStatusName, tdxStatusName } from './status.js';
 
 describe('TDX status codes', () => {
   it('names codes, with the operand id when set', () => {
     expect(tdxStatusName(S.TDX_OPERAND_BUSY | TDX_OPERAND_ID.SEPT)).toBe('TDX_OPERAND_BUSY|0x92');
     expect(tdxStatusName(S.TDX_EPT_WALK_FAILED)).toBe('TDX_EPT_WALK_FAILED');
     expect(tdxStatusName(0x1234n)).toBe('0x1234');
+    expect(tdvmcallStatusName(TDVMCALL_STATUS.RETRY)).toBe('TDVMCALL_STATUS_RETRY');
+    expect(tdvmcallStatusName(0x42n)).toBe('0x42');
   });
 
   it('tells errors (bit 63) from warnings', () => {

@@ -61,6 +61,12 @@ export const TDVMCALL_STATUS = {
 export type TdvmcallStatus = (typeof TDVMCALL_STATUS)[keyof typeof TDVMCALL_STATUS];
 
 const NAMES = new Map<bigint, string>(Object.entries(TDX_STATUS).map(([k, v]) => [v, k]));
+const TDVMCALL_NAMES = new Map<bigint, string>(Object.entries(TDVMCALL_STATUS).map(([k, v]) => [v, `TDVMCALL_STATUS_${k}`]));
+
+/** The name of a TDVMCALL status (`'TDVMCALL_STATUS_RETRY'`), or its hex. */
+export function tdvmcallStatusName(status: bigint): string {
+  return TDVMCALL_NAMES.get(status) ?? `0x${status.toString(16)}`;
+}
 
 /** The status without its operand id (`err & TDX_SEAMCALL_STATUS_MASK`). */
 export function tdxStatusCode(status: bigint): bigint {

@@ -1,4 +1,5 @@
 import { gfn, isKvmError, pfn, type PageSource, type TableLevel } from '@cocokit/sdk';
+import { errnoOf } from '@cocokit/sdk/testing';
 import { describe, expect, it } from 'vitest';
 import { SEPT_STATE } from './sept.js';
 import { createTestTd, mapPrivate } from './test-support.js';
@@ -136,12 +137,15 @@ describe('the private-table hooks after finalize', () => {
     expect(mapPrivate(vm, G + 2, P + 2)).toMatchObject({ status: 'error', errno: 'EIO' });
   });
 
-  it('a SEAMCALL error other than busy is EIO and bugs the VM (KVM_BUG_ON)', () => {
-    const { vm } = runnable();
+  it('a SEAMCALL error other than busy is EIO and bugs the VM (KVM_BUG_ON, reported through ctx.markBugged)', () => {
+    const t = runnable();
+    const { vm } = t;
     mapPrivate(vm, G, P);
     // An MMU bug: mapping the same pfn at a second gfn. PAMT refuses it.
     expect(mapPrivate(vm, G + 1, P)).toMatchObject({ status: 'error', errno: 'EIO' });
+    expect(t.bugs).toEqual(['TDH.MEM.PAGE.AUG failed with TDX_PAGE_METADATA_INCORRECT']);
     expect(vm.linkPrivateTable(gfn(G + 512 * 512), 2)).toMatchObject({ status: 'error', errno: 'EIO' });
+    expect(t.bugs).toHaveLength(1);
   });
 
   it('bad inputs are EINVAL and do not bug the VM', () => {
@@ -180,5 +184,53 @@ describe('capabilities and fault classification', () => {
     expect(b.vmApi.module.sept.rootLevel).toBe(4);
     expect(b.classifyFault({ gpa: 2 ** 51 + 2 ** 47, access: 'write' })).toEqual({ gfn: 2 ** 35, private: false });
     expect(mapPrivate(b, 2 ** 35, P)).toEqual({ status: 'ok' }); // above bit 47 is private with GPAW 52
+  });
+});
+
+describe('destroy (kvm_arch_destroy_vm → tdx_mmu_release_hkid, tdx_sept_free_private_spt)', () => {
+  function withPages(n: number) {
+    const t = createTestTd();
+    t.vm.finalize();
+    for (let i = 0; i < n; i++) expect(mapPrivate(t.vm, G + i * 512 * 512, P + i)).toEqual({ status: 'ok' });
+    return t;
+  }
+
+  it('after the core removed every private page, reclaims each S-EPT page (TDH.PHYMEM.PAGE.RECLAIM + clear)', () => {
+    const t = withPages(2);
+    // Two 1G regions: one 512G entry, two 1G entries, two 2M entries point at S-EPT pages.
+    expect(t.vm.vmApi.module.stats().entries).toEqual([2, 2, 2, 1]);
+    for (let i = 0; i < 2; i++) expect(t.vm.removePrivateSpte(gfn(G + i * 512 * 512), 0, pfn(P + i))).toEqual({ status: 'ok' });
+    const before = t.sim.now;
+    t.vm.destroy();
+    const stats = t.vm.vmApi.module.stats();
+    expect(stats.entries).toEqual([0, 0, 0, 0]);
+    expect(stats.calls['TDH.PHYMEM.PAGE.RECLAIM']).toBe(5);
+    expect(t.sim.now - before).toBe(5 * (t.sim.costs.get('tdx.page_reclaim') + t.sim.costs.get('tdx.page_clear')));
+    t.vm.checkInvariants();
+    // The TD is gone: every hook refuses, and a second destroy does nothing.
+    expect(mapPrivate(t.vm, G, P)).toMatchObject({ status: 'error', errno: 'EIO' });
+    expect(errnoOf(() => t.vm.guestApi.accept(G * 4096))).toBe('EIO');
+    t.vm.destroy();
+    expect(t.vm.vmApi.module.stats().calls['TDH.PHYMEM.PAGE.RECLAIM']).toBe(5);
+  });
+
+  it('leaks a private page the core did not remove, with the S-EPT pages above it: the host still may not touch it', () => {
+    const t = withPages(2);
+    expect(t.vm.removePrivateSpte(gfn(G), 0, pfn(P))).toEqual({ status: 'ok' });
+    t.vm.destroy();
+    // The second page's path (512G, 1G, 2M tables) stays; the first region's 1G and 2M tables go.
+    expect(t.vm.vmApi.module.stats().entries).toEqual([1, 1, 1, 1]);
+    expect(t.vm.vmApi.module.stats().calls['TDH.PHYMEM.PAGE.RECLAIM']).toBe(2);
+    expect(t.vm.hostAccess(pfn(P + 1), true)).toMatchObject({ signal: 'SIGBUS' });
+    t.vm.checkInvariants();
+  });
+
+  it('drops premapped pages of a TD destroyed before finalize', () => {
+    const t = createTestTd();
+    mapPrivate(t.vm, G, P);
+    t.vm.destroy();
+    expect(t.vm.vmApi.premapped).toBe(0);
+    expect(t.vm.vmApi.module.stats().entries).toEqual([0, 0, 0, 0]);
+    t.vm.checkInvariants();
   });
 });

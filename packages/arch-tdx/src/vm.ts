@@ -23,6 +23,7 @@ import {
   archOk,
   isKvmError,
   type ArchCapabilities,
+  type ArchGuestKernel,
   type ArchMeasurement,
   type ArchResult,
   type ArchVm,
@@ -37,10 +38,11 @@ import {
   type Pfn,
   gfn as toGfn,
 } from '@cocokit/sdk';
-import { createTdxGuest, type TdvmcallResult, type TdxGuestApi, type TdxGuestState } from './guest.js';
+import { createTdxGuest, type TdxGuestApi, type TdxGuestState } from './guest.js';
+import { createTdxGuestKernel } from './guest-kernel.js';
 import { TDX_EXTENDMR_CHUNKSIZE } from './measure.js';
 import { TdxModule, type Gpaw } from './module.js';
-import { SEPT_STATE, framesAtLevel, isLeaf } from './sept.js';
+import { SEPT_STATE, framesAtLevel, isLeaf, type SeptLevel } from './sept.js';
 import { TDX_STATUS, isTdxOperandBusy, seamcallToArchResult, tdxStatusName } from './status.js';
 
 /** KVM_TDX_MEASURE_MEMORY_REGION (arch/x86/include/uapi/asm/kvm.h): measure each page with MR.EXTEND. */
@@ -61,7 +63,8 @@ export interface TdxVmOptions {
   readonly hugePages?: boolean;
   /**
    * TD attribute SEPT_VE_DISABLE (bit 28). Default false: a guest access to a PENDING page raises
-   * #VE. Set, it exits to KVM, which kills the VM ("Guest access before accepting").
+   * #VE. Set, it exits to KVM, which kills the VM ("Guest access before accepting", kvm_vm_dead:
+   * KVM_RUN fails with EIO).
    */
   readonly septVeDisable?: boolean;
 }
@@ -102,17 +105,13 @@ export interface TdxVmApi {
   /** KVM_TDX_FINALIZE_VM: the same as the `finalize` hook. */
   finalizeVm(): ArchMeasurement;
   /**
-   * Whether userspace enabled KVM_CAP_EXIT_HYPERCALL with the KVM_HC_MAP_GPA_RANGE bit; without it
-   * MapGPA answers SUBFUNC_UNSUPPORTED (tdx_map_gpa). Default off, as in KVM.
+   * Makes the next `times` MapGPA completions of `vcpu` (`completeExit`) find an event to deliver
+   * (kvm_vcpu_has_events), so KVM stops the MapGPA with TDVMCALL_STATUS_RETRY between 2 MiB chunks
+   * and the guest re-issues the rest. The core's interrupt state is not visible to a plugin (the
+   * contract has no kvm_vcpu_has_events), so experiments inject it here, as `module.injectBusy`
+   * injects contention. `times` 0 clears it.
    */
-  setMapGpaExit(enabled: boolean): void;
-  /**
-   * Completes the KVM_HC_MAP_GPA_RANGE exit of `vcpu` with userspace's `hypercall.ret`
-   * (tdx_complete_vmcall_map_gpa): returns the TDVMCALL result the guest gets, or exits again for
-   * the next 2 MiB chunk through `ctx.exit`. `pendingEvents`: the vCPU has an event to deliver
-   * (kvm_vcpu_has_events), so KVM stops with RETRY.
-   */
-  completeMapGpa(vcpu: number, ret: number, pendingEvents?: boolean): TdvmcallResult;
+  injectPendingEvents(vcpu: number, times?: number): void;
 }
 
 declare module '@cocokit/sdk' {
@@ -134,6 +133,9 @@ type TdxHooks =
   | 'removePrivateSpte'
   | 'splitPrivateSpte'
   | 'hostAccess'
+  | 'guestAccess'
+  | 'completeExit'
+  | 'destroy'
   | 'checkInvariants';
 
 /** The ArchVm of a TD: the hooks TDX implements, present, and its VM and guest APIs. */
@@ -141,6 +143,7 @@ export type TdxArchVm = Omit<ArchVm<TdxVmApi, TdxGuestApi>, 'finalize'> &
   Required<Pick<ArchVm<TdxVmApi, TdxGuestApi>, TdxHooks>> & {
     readonly vmApi: TdxVmApi;
     readonly guestApi: TdxGuestApi;
+    readonly guestKernel: ArchGuestKernel;
     finalize(): ArchMeasurement;
   };
 
@@ -174,7 +177,42 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
   let addsAtFinalize: number | undefined;
   /** Set by a KVM_BUG_ON after a failed SEAMCALL: the VM is dead to every later hook (kvm_vm_bugged). */
   let bugged: string | undefined;
-  const guestState: TdxGuestState = { mapGpaExit: false, septVeDisable: opts.septVeDisable, mapGpa: new Map() };
+  /**
+   * Set by kvm_vm_dead (a guest touched a PENDING page with SEPT_VE_DISABLE): no vCPU runs again,
+   * but the MMU hooks keep working so the TD can be torn down.
+   */
+  let dead: string | undefined;
+  /** Set by the `destroy` hook: the TD is gone and every hook refuses. */
+  let destroyed = false;
+
+  /** KVM_BUG_ON(..., kvm): the VM is bugged (kvm_vm_bugged), reported to the core. */
+  const markBugged = (reason: string): void => {
+    bugged ??= reason;
+    ctx.markBugged(reason);
+  };
+  /** Why no hook may act on the VM any more, or `undefined`. */
+  const unusable = (): string | undefined => (destroyed ? 'the TD is destroyed' : bugged === undefined ? undefined : `the VM is bugged: ${bugged}`);
+
+  const guestState: TdxGuestState = {
+    septVeDisable: opts.septVeDisable,
+    mapGpa: new Map(),
+    pendingEvents: new Map(),
+    assertRunnable(): void {
+      const why = unusable() ?? (dead === undefined ? undefined : `the VM is dead: ${dead}`);
+      if (why !== undefined) throw new KvmError('EIO', 'KVM_RUN', why);
+      // tdx_vcpu_pre_run: no vCPU runs before KVM_TDX_FINALIZE_VM made the TD runnable.
+      if (!module.finalized) throw new KvmError('EINVAL', 'KVM_RUN', 'the TD is not runnable: call KVM_TDX_FINALIZE_VM first');
+    },
+    bug(reason: string): KvmError {
+      markBugged(reason);
+      return new KvmError('EIO', 'KVM_RUN', `${reason} (KVM_BUG_ON: the VM is bugged)`);
+    },
+    kill(reason: string): KvmError {
+      dead ??= reason;
+      ctx.markBugged(reason);
+      return new KvmError('EIO', 'KVM_RUN', `${reason} (kvm_vm_dead)`);
+    },
+  };
   const guest = createTdxGuest(ctx, module, guestState);
   const bit = 2 ** module.sharedBit;
 
@@ -194,7 +232,7 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
 
   /** A SEAMCALL failure KVM meets with KVM_BUG_ON: the VM is bugged, the hook answers -EIO. */
   const bug = (leaf: string, status: bigint): ArchResult => {
-    bugged ??= `${leaf} failed with ${tdxStatusName(status)}`;
+    markBugged(`${leaf} failed with ${tdxStatusName(status)}`);
     return archError('EIO', `${leaf} failed with ${tdxStatusName(status)} (KVM_BUG_ON: the VM is bugged)`);
   };
 
@@ -227,7 +265,8 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
   function populate(gfn: Gfn, pfn: Pfn, src: PageSource | null, kind: string): void {
     const op = 'KVM_TDX_INIT_MEM_REGION';
     if (!(TDX_POPULATE_KINDS as readonly string[]).includes(kind)) throw new KvmError('EINVAL', op, `page kind '${kind}' is not one of ${TDX_POPULATE_KINDS.join(', ')}`);
-    if (bugged) throw new KvmError('EIO', op, `the VM is bugged: ${bugged}`);
+    const gone = unusable();
+    if (gone) throw new KvmError('EIO', op, gone);
     const bad = checkFrames(gfn, 0, pfn);
     if (bad) throw new KvmError('EINVAL', op, bad);
     // tdx_vcpu_init_mem_region: "Once TD is finalized, the initial guest memory is fixed."
@@ -253,7 +292,7 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
     for (let off = 0; off < 4096; off += TDX_EXTENDMR_CHUNKSIZE) {
       const s = module.mrExtend(gfn * 4096 + off);
       if (s !== TDX_STATUS.TDX_SUCCESS) {
-        bugged ??= `TDH.MR.EXTEND failed with ${tdxStatusName(s)}`;
+        markBugged(`TDH.MR.EXTEND failed with ${tdxStatusName(s)}`);
         throw new KvmError('EIO', op, `TDH.MR.EXTEND failed with ${tdxStatusName(s)} (KVM_BUG_ON: the VM is bugged)`, { hwError: s });
       }
     }
@@ -261,7 +300,8 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
 
   function finalize(): ArchMeasurement {
     const op = 'KVM_TDX_FINALIZE_VM';
-    if (bugged) throw new KvmError('EIO', op, `the VM is bugged: ${bugged}`);
+    const gone = unusable();
+    if (gone) throw new KvmError('EIO', op, gone);
     if (module.finalized) throw new KvmError('EINVAL', op, 'the TD is already finalized');
     if (premapped.size > 0) {
       throw new KvmError('EINVAL', op, `${premapped.size} page(s) were pre-faulted but not added with KVM_TDX_INIT_MEM_REGION (nr_premapped)`);
@@ -269,7 +309,7 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
     const r = module.mrFinalize();
     if (r.status !== TDX_STATUS.TDX_SUCCESS || !r.digest) {
       if (isTdxOperandBusy(r.status)) throw new KvmError('EBUSY', op, `TDH.MR.FINALIZE: ${tdxStatusName(r.status)}`, { hwError: r.status });
-      bugged ??= `TDH.MR.FINALIZE failed with ${tdxStatusName(r.status)}`;
+      markBugged(`TDH.MR.FINALIZE failed with ${tdxStatusName(r.status)}`);
       throw new KvmError('EIO', op, `TDH.MR.FINALIZE failed with ${tdxStatusName(r.status)}`, { hwError: r.status });
     }
     addsAtFinalize = module.pageAddCount;
@@ -309,10 +349,12 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
       return { gpa: end, nrPages: 0 };
     },
     finalizeVm: finalize,
-    setMapGpaExit(enabled) {
-      guestState.mapGpaExit = enabled;
+    injectPendingEvents(vcpu, times = 1) {
+      if (!Number.isSafeInteger(vcpu) || vcpu < 0) throw new RangeError(`injectPendingEvents: vCPU ${vcpu} is not a vCPU id`);
+      if (!Number.isSafeInteger(times) || times < 0) throw new RangeError(`injectPendingEvents: times ${times} is not a count`);
+      if (times === 0) guestState.pendingEvents.delete(vcpu);
+      else guestState.pendingEvents.set(vcpu, times);
     },
-    completeMapGpa: guest.completeMapGpa,
   };
 
   const vm: TdxArchVm = {
@@ -338,7 +380,8 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
       const l: number = level;
       if (!Number.isSafeInteger(gfn) || gfn < 0 || gfn >= module.privateGfnLimit) return badInput(`linkPrivateTable: gfn ${gfn} is not a private frame`);
       if (!Number.isInteger(l) || l < 1 || l > module.sept.rootLevel) return badInput(`linkPrivateTable: level ${l} is not 1..${module.sept.rootLevel}`);
-      if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);
+      const gone = unusable();
+      if (gone) return archError('EIO', gone);
       const status = module.septAdd(Math.floor(gfn / framesAtLevel(l)) * framesAtLevel(l), l);
       if (status === TDX_STATUS.TDX_SUCCESS || isTdxOperandBusy(status)) return seamcallToArchResult('TDH.MEM.SEPT.ADD', status);
       return bug('TDH.MEM.SEPT.ADD', status);
@@ -349,7 +392,8 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
       if (bad) return badInput(`setPrivateSpte: ${bad}`);
       // tdx_sept_set_private_spte: KVM_BUG_ON(level != PG_LEVEL_4K) → -EINVAL (2M with the huge-page series).
       if (level > maxLevel) return badInput(`setPrivateSpte: level ${level} above the TD's private maximum ${maxLevel}`);
-      if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);
+      const gone = unusable();
+      if (gone) return archError('EIO', gone);
       if (module.finalized) {
         const status = module.pageAug(gfn, level, pfn);
         if (status === TDX_STATUS.TDX_SUCCESS || isTdxOperandBusy(status)) return seamcallToArchResult('TDH.MEM.PAGE.AUG', status);
@@ -369,7 +413,8 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
     removePrivateSpte(gfn: Gfn, level: MappingLevel, pfn: Pfn): ArchResult {
       const bad = checkFrames(gfn, level, pfn);
       if (bad) return badInput(`removePrivateSpte: ${bad}`);
-      if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);
+      const gone = unusable();
+      if (gone) return archError('EIO', gone);
       const premap = premapped.get(gfn);
       if (premap !== undefined && level === 0) {
         if (premap !== pfn) return archError('EIO', `removePrivateSpte: gfn 0x${gfn.toString(16)} is premapped to pfn 0x${premap.toString(16)}, not 0x${pfn.toString(16)}`);
@@ -402,7 +447,8 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
       const bad = checkFrames(gfn, level);
       if (bad) return badInput(`splitPrivateSpte: ${bad}`);
       if (level !== 1 || maxLevel < 1) return badInput(`splitPrivateSpte: level ${level}: only 2M private mappings split (huge-page series)`);
-      if (bugged) return archError('EIO', `the VM is bugged: ${bugged}`);
+      const gone = unusable();
+      if (gone) return archError('EIO', gone);
       if (!isLeaf(module.sept.state(gfn, 1))) return archError('EIO', `splitPrivateSpte: no 2M leaf at gfn 0x${gfn.toString(16)}`);
       // The huge-page series: BLOCK → TRACK → kick → DEMOTE under the exclusive mmu_lock.
       const block = retryOnce(() => module.rangeBlock(gfn, 1));
@@ -430,6 +476,28 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
 
     finalize,
 
+    guestAccess: guest.guestAccess,
+    completeExit: guest.completeExit,
+    guestKernel: createTdxGuestKernel(module.sharedBit),
+
+    destroy(): void {
+      if (destroyed) return;
+      destroyed = true;
+      // Premapped pages never reached the module; the core's zap of them already dropped them.
+      premapped.clear();
+      premappedPfns.clear();
+      guestState.mapGpa.clear();
+      // KVM removes every private page (BLOCK/TRACK/REMOVE), then releases the HKID, then frees the
+      // mirror page tables, reclaiming each S-EPT page (tdx_mmu_release_hkid,
+      // tdx_sept_free_private_spt; tdx_reclaim_page clears each with MOVDIR64B). A private page
+      // still in the S-EPT here was not invalidated: it stays the TD's (the host may not touch it),
+      // as KVM leaks a page it cannot reclaim.
+      const leaked = module.stats().privatePages;
+      const septPages = module.reclaimSeptPages();
+      ctx.sim.charge('tdx.page_clear', septPages);
+      if (ctx.sim.trace.enabled) ctx.sim.trace.emit('tdx.teardown', { septPages, leakedPages: leaked });
+    },
+
     checkInvariants(): void {
       module.checkInvariants(addsAtFinalize);
       if (module.finalized && premapped.size > 0) throw new ModelInvariantError('tdx-premapped', `${premapped.size} premapped page(s) after finalize`);
@@ -441,6 +509,16 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
       }
       for (const [vcpu, p] of guestState.mapGpa) {
         if (!(p.next < p.end)) throw new ModelInvariantError('tdx-map-gpa', `vCPU ${vcpu}: MapGPA progress past its end`);
+        if (Math.floor(p.next / bit) % 2 !== Math.floor((p.end - 1) / bit) % 2) throw new ModelInvariantError('tdx-map-gpa', `vCPU ${vcpu}: MapGPA range crosses the shared bit`);
+      }
+      if (destroyed) {
+        for (let level = 1; level <= module.sept.rootLevel; level++) {
+          for (const e of module.sept.entries(level as SeptLevel)) {
+            if (!isLeaf(e.state) && !module.sept.hasChildren(e.gfn, level)) {
+              throw new ModelInvariantError('tdx-teardown', `an empty S-EPT page at level ${level}, gfn 0x${e.gfn.toString(16)} outlived destroy`);
+            }
+          }
+        }
       }
     },
 

@@ -323,7 +323,14 @@ export class Vcpu {
       }
       const pfn = leaf.pfn + (gfn - leaf.gfn);
       if (arch?.guestAccess !== undefined) {
-        const c = arch.guestAccess({ gpa, gfn: gfn as never, access, private: priv, pfn: pfn as never, level: leaf.level, vcpu: this.id });
+        let c;
+        try {
+          c = vm.inGuestOp(this.id, () => arch.guestAccess!({ gpa, gfn: gfn as never, access, private: priv, pfn: pfn as never, level: leaf.level, vcpu: this.id }));
+        } catch (e) {
+          // The arch made KVM_RUN fail (TDX: a pending-page access with SEPT_VE_DISABLE kills the TD).
+          if (isKvmError(e)) return { exit: { reason: 'RUN_ERROR', errno: e.errno, message: e.message } };
+          throw e;
+        }
         if (c !== 'ok') {
           if (c.kind === 'exception') {
             vm.stats.exceptions++;
