@@ -24,6 +24,13 @@ function newVm() {
     exit: (e) => {
       throw new Error(`unexpected exit ${e.reason}`);
     },
+    // Outside any vCPU, nothing enabled, nothing mapped: what the core lends a VM with no guest running.
+    vcpu: undefined,
+    enabledCap: () => undefined,
+    markBugged: (reason) => {
+      throw new Error(`unexpected KVM_BUG_ON: ${reason}`);
+    },
+    translate: () => undefined,
   };
   // Guest memory the host really allocated (its model refuses writes to free pages): 1 GiB.
   const base: number = host.allocPages(18, 'guest_memfd');

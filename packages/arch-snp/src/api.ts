@@ -1,14 +1,11 @@
 /**
  * What an SNP VM offers beyond the generic hooks: the VMM side ({@link SnpVmApi}, the KVM_SEV_*
- * commands and the RMP-fault decision the MMU consumes) and the guest side ({@link SnpGuestApi},
- * the instructions and GHCB requests a guest program issues). Declared to the sdk so a VM created
- * with `type: 'snp'` is typed with them.
+ * commands and RMP inspection) and the guest side ({@link SnpGuestApi}, the instructions and GHCB
+ * requests a guest program issues). Declared to the sdk so a VM created with `type: 'snp'` is
+ * typed with them.
  */
 import type { ArchVm, HostFault } from '@cocokit/sdk';
-import type { SnpGuestAccess, SnpNpf, SnpVc } from './access.js';
-import type { AcceptResult } from './accept.js';
 import type { RmpPageSize } from './constants.js';
-import type { RmpFaultAction } from './gmem.js';
 import type { LaunchPageResolver, LaunchPhase, SnpLaunchFinishParams, SnpLaunchStartParams, SnpLaunchUpdateParams } from './launch.js';
 import type { PscBuffer } from './psc.js';
 import type { PvalidateResult } from './pvalidate.js';
@@ -37,38 +34,28 @@ export interface SnpVmApi {
   launchDigest(): Uint8Array;
   /** Where the launch is. */
   readonly launchPhase: LaunchPhase;
-  /** SNP_DECOMMISSION: the VMSA pages go back to the hypervisor. */
-  decommission(): void;
-  /**
-   * sev_handle_rmp_fault for an RMP #NPF at `gfn` backed by `pfn`: what the MMU must do (zap the
-   * returned range after a PSMASH). The core calls it for an NPF with the RMP bit (a guest access
-   * or PVALIDATE returning an {@link SnpNpf} with reason `rmp`).
-   */
-  handleRmpFault(gfn: number, pfn: number): RmpFaultAction;
   /** A host access through a mapping of `hostOrder` (0 = 4K, 9 = 2M): a 2M write faults if any page under it is assigned. */
   hostAccessAt(pfn: number, write: boolean, hostOrder: 0 | 9): 'ok' | HostFault;
   /** A KVM-internal access (kvm_read_guest / kvm_write_guest): throws `EFAULT` for an assigned page. */
   kernelAccess(pfn: number, write: boolean, op: string): void;
-  /** Models KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL) for KVM_HC_MAP_GPA_RANGE: PSCs fail while off. */
-  setMapGpaRangeExit(enabled: boolean): void;
   /** Pages KVM leaked because an RMPUPDATE to shared failed (snp_leak_pages). */
   readonly leakedPages: number;
 }
 
 /** The guest side of an SNP VM: what a guest program may call. */
 export interface SnpGuestApi {
-  /** PVALIDATE of the page at `gpa`, 4K or 2M, validating or rescinding. */
+  /**
+   * PVALIDATE of the page at `gpa`, 4K or 2M, validating or rescinding: a result code, or the
+   * nested page fault it took (a contract `GuestNpf`, for the core's fault path; then issue it again).
+   */
   pvalidate(gpa: number, size: RmpPageSize, validate: boolean): PvalidateResult;
-  /** The RMP checks of a guest access: ok, a nested page fault (KVM's business), or a #VC. */
-  access(a: SnpGuestAccess): 'ok' | SnpNpf | SnpVc;
-  /** A PSC buffer VMGEXIT; returns SW_EXITINFO2 (may exit to userspace, then resumes when re-issued). */
+  /**
+   * A PSC buffer VMGEXIT; returns SW_EXITINFO2. May exit to userspace (KVM_HC_MAP_GPA_RANGE): the
+   * value then comes from the VM's `completeExit` once userspace has answered.
+   */
   psc(buffer: PscBuffer): number;
-  /** A GHCB MSR protocol PSC; returns the response MSR value (may exit, then resumes when re-issued). */
+  /** A GHCB MSR protocol PSC; returns the response MSR value (or exits, then `completeExit` returns it). */
   ghcbMsrPsc(msr: bigint): bigint;
-  /** Accepts the chunk holding `gpa` on first use (PSC private + PVALIDATE); restartable. */
-  acceptOnFirstUse(gpa: number): AcceptResult;
-  /** Whether the page at `gpa` has been accepted by {@link SnpGuestApi.acceptOnFirstUse}. */
-  isAccepted(gpa: number): boolean;
 }
 
 declare module '@cocokit/sdk' {
@@ -95,7 +82,11 @@ export type SnpArchVm = ArchVm<SnpVmApi, SnpGuestApi> &
       | 'populate'
       | 'hostAccess'
       | 'finalize'
+      | 'guestAccess'
+      | 'completeExit'
+      | 'guestKernel'
       | 'checkInvariants'
+      | 'destroy'
       | 'vmApi'
       | 'guestApi'
     >

@@ -115,19 +115,26 @@ describe('maxMappingLevel (sev_gmem_max_mapping_level)', () => {
   });
 });
 
-describe('handleRmpFault (sev_handle_rmp_fault)', () => {
-  it('PSMASHes a 2M entry and asks for [gfn, gfn + 512) to be zapped', () => {
+describe('handleRmpFault (sev_handle_rmp_fault), through the RMP #NPFs that reach it', () => {
+  it('PSMASHes a 2M entry and asks for [gfn, gfn + 512) to be zapped; the mapping level drops to 4K', () => {
     const t = snpVm();
+    const ring = t.trace();
     t.prepare(P, G, 9);
-    expect(t.api.handleRmpFault(G + 5, P + 5)).toEqual({ action: 'psmash', zapStart: G + 5, zapEnd: G + 5 + 512, rc: 0 });
+    expect(t.vm.guestAccess(t.access({ gpa: (G + 5) * 4096, private: true, pfn: P + 5, level: 0 }))).toMatchObject({ zap: { start: G + 5, end: G + 5 + 512 } });
     expect(t.api.rmpEntry(P + 5).size).toBe('4K');
-    expect(t.vm.maxMappingLevel?.(G as never, (P + 5) as never, true)).toBe(0);
+    expect(t.vm.maxMappingLevel(G as never, (P + 5) as never, true)).toBe(0);
+    expect(ring.filter('snp.rmp_fault').map((e) => e.fields)).toEqual([{ gfn: G + 5, pfn: P + 5, action: 'psmash' }]);
   });
 
-  it('ignores a fault on an unassigned page and treats a 4K entry as spurious', () => {
+  it('checks neither owner nor GPA: a 2M entry at another gfn is split and zapped, and the retry, now 4K, cannot be resolved', () => {
     const t = snpVm();
-    expect(t.api.handleRmpFault(G, P)).toMatchObject({ action: 'ignored' });
-    t.prepare(P, G);
-    expect(t.api.handleRmpFault(G, P)).toEqual({ action: 'spurious' });
+    const ring = t.trace();
+    t.prepare(P, G + 512, 9);
+    const a = t.access({ gpa: G * 4096, private: true, pfn: P, level: 1 });
+    expect(t.vm.guestAccess(a)).toMatchObject({ kind: 'npf', reason: 'rmp', zap: { start: G, end: G + 512 } });
+    expect(t.bugs).toEqual([]);
+    expect(t.vm.guestAccess(a)).toMatchObject({ kind: 'npf', reason: 'rmp' });
+    expect(t.bugs).toHaveLength(1);
+    expect(ring.filter('snp.rmp_fault').map((e) => e.fields.action)).toEqual(['psmash', 'spurious']);
   });
 });

@@ -117,11 +117,13 @@ export type RmpFaultAction =
   | { readonly action: 'ignored'; readonly reason: string };
 
 /**
- * sev_handle_rmp_fault, after the checks the core makes (the gfn is private, its slot can be
- * private, guest_memfd gives `pfn` for it): an RMP #NPF caused by a 4K PVALIDATE/RMPADJUST under
- * a 2M entry (SIZEM), or by a 4K nested mapping of a page whose RMP entry is 2M, is resolved by
- * PSMASHing the 2M entry and zapping `[gfn, gfn + 512)` (KVM passes the unaligned gfn; the zap
- * takes the huge mapping containing it) so the guest re-faults at 4K and retries.
+ * sev_handle_rmp_fault for an RMP #NPF on a private gfn backed by `pfn` (what kvm_gmem_get_pfn
+ * gives; the plugin passes the pfn the core's nested tables map, from guestAccess or PVALIDATE, see
+ * resolveRmpNpf in access.ts): an RMP #NPF caused by a 4K PVALIDATE/RMPADJUST under a 2M entry
+ * (SIZEM), or by a 4K nested mapping of a page whose RMP entry is 2M, is resolved by PSMASHing the
+ * 2M entry and zapping `[gfn, gfn + 512)` (KVM passes the unaligned gfn; the zap takes the huge
+ * mapping containing it) so the guest re-faults at 4K and retries. Like KVM, it checks neither the
+ * entry's owner nor its GPA.
  */
 export function handleRmpFault(s: SnpState, gfn: number, pfn: number): RmpFaultAction {
   const op = 'sev_handle_rmp_fault';

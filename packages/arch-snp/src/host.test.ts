@@ -17,6 +17,13 @@ describe('snp over @cocokit/host', () => {
       exit: (e) => {
         throw new Error(`unexpected exit ${e.reason}`);
       },
+      // Outside any vCPU, nothing enabled, nothing mapped: what the core lends a VM with no guest running.
+      vcpu: undefined,
+      enabledCap: () => undefined,
+      markBugged: (reason) => {
+        throw new Error(`unexpected KVM_BUG_ON: ${reason}`);
+      },
+      translate: () => undefined,
     };
     const vm = snp.createVm(ctx);
     const folio = host.allocPages(9, 'guest_memfd', { zero: true });

@@ -4,7 +4,6 @@
  */
 export { default } from './plugin.js';
 export { checkVmInvariants, createSnpVm } from './plugin.js';
-export type { SnpVmOptions } from './plugin.js';
 export type { SnpArchVm, SnpGuestApi, SnpVmApi } from './api.js';
 export {
   GHCB_MSR_PSC_REQ,
@@ -28,12 +27,12 @@ export type { PscOpName, PsmashRc, PvalidateRc, RmpPageSize, RmpUpdateRc, SnpPag
 export { Rmp, rmpForHost } from './rmp.js';
 export type { RmpEntry, RmpStats, RmpUpdateState } from './rmp.js';
 export { SNP_COSTS, SNP_COST_OWNER } from './costs.js';
-export type { RmpFaultAction } from './gmem.js';
-export type { SnpGuestAccess, SnpNpf, SnpVc } from './access.js';
+export { X86_TRAP_VC } from './access.js';
+export type { SnpNpf } from './access.js';
+export { snpGuestKernel } from './guest-kernel.js';
 export type { PvalidateResult } from './pvalidate.js';
 export { createPscBuffer, ghcbMsrPscRequest } from './psc.js';
 export type { MapGpaRangeExit, PscBuffer, PscEntry } from './psc.js';
-export type { AcceptResult } from './accept.js';
 export { LAUNCH_UPDATE_TYPES } from './launch.js';
 export type {
   LaunchPageResolver,

@@ -1,7 +1,8 @@
 import { pfn as toPfn, type PageSource } from '@cocokit/sdk';
 import { describe, expect, it } from 'vitest';
 import { errnoOf } from '@cocokit/sdk/testing';
-import { snpVm, type SnpTestVm } from '../test/snp-vm.js';
+import { createPscBuffer } from './psc.js';
+import { exitOf, snpVm, step, type SnpTestVm } from '../test/snp-vm.js';
 
 const P = 2 ** 18;
 const POLICY = 2 ** 17 + 2 ** 16; // RSVD_MBO + SMT
@@ -38,7 +39,7 @@ describe('SNP launch', () => {
     expect(t.api.rmpEntry(P + 1)).toMatchObject({ assigned: true, gfn: 0, validated: true, immutable: false, vmsa: false });
     expect(t.api.rmpEntry(P + 3)).toMatchObject({ assigned: true, gfn: 0xfffffffff, validated: true, vmsa: true });
     expect(t.host.readBytes(toPfn(P + 1))).toEqual(PAGE1);
-    expect(t.guest.access({ gpa: 0x10, access: 'read', encrypted: true })).toBe('ok');
+    expect(t.vm.guestAccess(t.access({ gpa: 0x10, private: true, pfn: P + 1 }))).toBe('ok');
     expect(t.vm.hostAccess?.(toPfn(P + 1), true)).toMatchObject({ kind: 'rmp' });
   });
 
@@ -115,14 +116,37 @@ describe('SNP launch', () => {
     expect(errnoOf(() => t.vm.populate?.(0 as never, toPfn(P + 5), null, 'zero'))).toBe('EINVAL');
   });
 
-  it('decommission gives the VMSA pages back to the hypervisor', () => {
+  it('destroy (sev_vm_destroy: SNP_DECOMMISSION) gives the VMSA pages back to the hypervisor', () => {
     const t = snpVm();
+    const ring = t.trace();
     tinyLaunch(t);
-    t.api.decommission();
+    // guest_memfd invalidates the guest's own pages before the VM goes (the contract's order).
+    t.invalidate(P, P + 3);
+    expect(t.vm.hostAccess(toPfn(P + 3), true)).toMatchObject({ kind: 'rmp' });
+    const before = t.sim.now;
+    t.vm.destroy();
     expect(t.api.rmpEntry(P + 3).assigned).toBe(false);
-    expect(t.vm.hostAccess?.(toPfn(P + 3), true)).toBe('ok');
-    t.api.decommission();
+    expect(t.vm.hostAccess(toPfn(P + 3), true)).toBe('ok');
+    expect(t.api.rmpStats().assignedPages).toBe(0);
     expect(t.api.launchPhase).toBe('decommissioned');
+    // SNP_DECOMMISSION, then one SNP_PAGE_RECLAIM per VMSA.
+    expect(t.sim.now - before).toBe(2 * t.sim.costs.get('snp.fw_command'));
+    // The VMSA goes back through the firmware (SNP_PAGE_RECLAIM), not a KVM RMPUPDATE.
+    expect(ring.filter('snp.rmpupdate').filter((e) => e.fields.op === 'shared')).toHaveLength(2);
+    t.vm.checkInvariants();
+  });
+
+  it('destroy before any launch, or while a page state change waits for userspace, releases everything', () => {
+    const t = snpVm();
+    t.onVcpu(0);
+    exitOf(step(() => t.guest.psc(createPscBuffer([{ gfn: 1, op: 'PRIVATE' }]))));
+    const before = t.sim.now;
+    t.vm.destroy();
+    expect(t.api.launchPhase).toBe('decommissioned');
+    // No LAUNCH_START, no guest context: snp_decommission_context has nothing to do.
+    expect(t.sim.now).toBe(before);
+    // Nothing is left in flight: the completion has nothing to complete.
+    expect(t.vm.completeExit(t.exits[0] as never, 0)).toBeUndefined();
   });
 
   it('traces each launch step', () => {

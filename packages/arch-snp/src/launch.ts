@@ -211,12 +211,14 @@ export function launchFinish(s: SnpState, params: SnpLaunchFinishParams = {}): U
 }
 
 /**
- * SNP_DECOMMISSION and the teardown of the VMSAs (sev_free_vcpu): the firmware releases each VMSA
- * page (SNP_PAGE_RECLAIM) and it becomes the hypervisor's again. Idempotent.
+ * The `destroy` hook: SNP_DECOMMISSION of the guest context (snp_decommission_context, from
+ * sev_vm_destroy; nothing to decommission when no LAUNCH_START created one) and the teardown of
+ * the VMSAs (sev_free_vcpu): the firmware releases each VMSA page (SNP_PAGE_RECLAIM) and it becomes
+ * the hypervisor's again. Idempotent.
  */
 export function decommission(s: SnpState): void {
   if (s.launch.phase === 'decommissioned') return;
-  s.sim.charge('snp.fw_command');
+  if (s.launch.phase !== 'init') s.sim.charge('snp.fw_command');
   if (s.launch.phase === 'finished') {
     for (const v of s.launch.vmsas) {
       s.sim.charge('snp.fw_command');

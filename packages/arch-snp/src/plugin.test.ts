@@ -1,7 +1,7 @@
 import { CONTRACT_API_VERSION, isModelInvariantError, validateArchPlugin } from '@cocokit/sdk';
-import { createArchTestVm, runArchConformance } from '@cocokit/sdk/testing';
+import { createArchTestVm, errnoOf, runArchConformance } from '@cocokit/sdk/testing';
 import { describe, expect, it } from 'vitest';
-import snp, { SNP_POLICY, rmpForHost } from './index.js';
+import snp, { SNP_POLICY, rmpForHost, snpGuestKernel } from './index.js';
 import type { SnpGuestApi, SnpVmApi } from './api.js';
 
 runArchConformance(snp, {
@@ -16,10 +16,21 @@ describe('the snp plugin', () => {
     expect(snp.apiVersion).toBe(CONTRACT_API_VERSION);
   });
 
-  it('refuses unknown or mistyped options', () => {
+  it('takes no options, and says what replaced the two it had', () => {
+    expect(errnoOf(() => createArchTestVm(snp, 'snp', { vmOptions: { bogus: 1 } }))).toBe('EINVAL');
     expect(() => createArchTestVm(snp, 'snp', { vmOptions: { bogus: 1 } })).toThrow(/unknown option 'bogus'/);
-    expect(() => createArchTestVm(snp, 'snp', { vmOptions: { mapGpaRangeExit: 'yes' } })).toThrow(/boolean/);
-    expect(() => createArchTestVm(snp, 'snp', { vmOptions: { acceptChunkPages: 100 } })).toThrow(/multiple of 512/);
+    expect(() => createArchTestVm(snp, 'snp', { vmOptions: { mapGpaRangeExit: true } })).toThrow(/KVM_ENABLE_CAP\(KVM_CAP_EXIT_HYPERCALL/);
+    expect(() => createArchTestVm(snp, 'snp', { vmOptions: { acceptChunkPages: 512 } })).toThrow(/guestKernel\.accept/);
+  });
+
+  it('offers every hook of the contract it implements, as functions, and its guest kernel', () => {
+    const { vm } = createArchTestVm(snp, 'snp');
+    for (const hook of ['guestAccess', 'completeExit', 'destroy'] as const) expect(typeof vm[hook]).toBe('function');
+    expect(vm.guestKernel).toBe(snpGuestKernel);
+    // Created outside any vCPU and with nothing enabled, the VM asks nothing of the core.
+    const t = createArchTestVm(snp, 'snp');
+    expect(t.exits).toEqual([]);
+    expect(t.bugs).toEqual([]);
   });
 
   it('classifies a fault as private exactly when the guest set the C-bit', () => {

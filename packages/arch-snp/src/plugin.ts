@@ -1,8 +1,8 @@
 /**
  * The SEV-SNP arch plugin: `defineArchPlugin` wiring the RMP (rmp.ts), the guest_memfd hooks
  * (gmem.ts), access checks (access.ts), PVALIDATE (pvalidate.ts), page state changes (psc.ts),
- * lazy acceptance (accept.ts) and the launch (launch.ts) into one VM of type `snp`
- * (KVM_X86_SNP_VM).
+ * the guest OS's conversion and acceptance code (guest-kernel.ts) and the launch (launch.ts) into
+ * one VM of type `snp` (KVM_X86_SNP_VM).
  */
 import {
   CONTRACT_API_VERSION,
@@ -15,41 +15,37 @@ import {
   type GuestFault,
   type MappingLevel,
 } from '@cocokit/sdk';
-import { LazyAcceptor } from './accept.js';
 import { guestAccess, hostAccess, kernelAccess } from './access.js';
 import type { SnpArchVm, SnpGuestApi, SnpVmApi } from './api.js';
 import { SNP_COSTS } from './costs.js';
-import { gmemInvalidate, gmemPrepare, handleRmpFault, maxMappingLevel } from './gmem.js';
+import { gmemInvalidate, gmemPrepare, maxMappingLevel } from './gmem.js';
+import { snpGuestKernel } from './guest-kernel.js';
 import { addVmsa, decommission, launchFinish, launchStart, launchUpdate, newLaunchState, populate } from './launch.js';
-import { ghcbMsrPsc, psc } from './psc.js';
+import { completePsc, ghcbMsrPsc, psc } from './psc.js';
 import { pvalidate } from './pvalidate.js';
 import { rmpForHost } from './rmp.js';
 import type { SnpState } from './state.js';
 
-/** Options of an SNP VM (`ctx.options`). */
-export interface SnpVmOptions {
-  /** Whether KVM_HC_MAP_GPA_RANGE exits start enabled (default true, as every SNP VMM enables them). */
-  readonly mapGpaRangeExit?: boolean;
-  /** Pages per lazily accepted chunk (default 512: the 2 MiB unit of the EFI unaccepted bitmap). */
-  readonly acceptChunkPages?: number;
-}
+/**
+ * An SNP VM takes no options (`ctx.options`). The two it had are now state the core reports or the
+ * guest's business; naming them gets a refusal that says what to do instead.
+ */
+const REMOVED_OPTIONS: Readonly<Record<string, string>> = {
+  mapGpaRangeExit: 'enable KVM_HC_MAP_GPA_RANGE exits with KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL, args[0] = 1 << KVM_HC_MAP_GPA_RANGE)',
+  acceptChunkPages: 'lazy acceptance is the guest program\'s: it accepts what it chooses with guestKernel.accept',
+};
 
-const KNOWN_OPTIONS = new Set(['mapGpaRangeExit', 'acceptChunkPages']);
-
-function readOptions(o: Readonly<Record<string, unknown>>): SnpVmOptions {
+function checkOptions(o: Readonly<Record<string, unknown>>): void {
   for (const k of Object.keys(o)) {
-    if (!KNOWN_OPTIONS.has(k)) throw new KvmError('EINVAL', 'KVM_CREATE_VM(snp)', `unknown option '${k}' (known: ${[...KNOWN_OPTIONS].join(', ')})`);
+    const instead = REMOVED_OPTIONS[k];
+    if (instead !== undefined) throw new KvmError('EINVAL', 'KVM_CREATE_VM(snp)', `option '${k}' is gone: ${instead}`);
+    throw new KvmError('EINVAL', 'KVM_CREATE_VM(snp)', `unknown option '${k}' (an SNP VM takes none)`);
   }
-  const m = o['mapGpaRangeExit'];
-  if (m !== undefined && typeof m !== 'boolean') throw new KvmError('EINVAL', 'KVM_CREATE_VM(snp)', 'mapGpaRangeExit must be a boolean');
-  const c = o['acceptChunkPages'];
-  if (c !== undefined && typeof c !== 'number') throw new KvmError('EINVAL', 'KVM_CREATE_VM(snp)', 'acceptChunkPages must be a number');
-  return { ...(m !== undefined && { mapGpaRangeExit: m }), ...(c !== undefined && { acceptChunkPages: c }) };
 }
 
 /** Creates the arch state of one SNP VM (sev_guest_init for KVM_X86_SNP_VM: an ASID, no launch yet). */
 export function createSnpVm(ctx: ArchVmContext): SnpArchVm {
-  const options = readOptions(ctx.options);
+  checkOptions(ctx.options);
   const rmp = rmpForHost(ctx.host);
   const s: SnpState = {
     ctx,
@@ -57,12 +53,10 @@ export function createSnpVm(ctx: ArchVmContext): SnpArchVm {
     rmp,
     asid: rmp.allocAsid(),
     gfnToPfn: new RangeMap<number>(),
-    mapGpaRangeExit: options.mapGpaRangeExit ?? true,
     pendingPsc: new Map(),
     leakedPages: 0,
     launch: newLaunchState(),
   };
-  const acceptor = new LazyAcceptor(s, options.acceptChunkPages);
 
   const vmApi: SnpVmApi = {
     asid: s.asid,
@@ -76,13 +70,8 @@ export function createSnpVm(ctx: ArchVmContext): SnpArchVm {
     get launchPhase() {
       return s.launch.phase;
     },
-    decommission: () => decommission(s),
-    handleRmpFault: (gfn, pfn) => handleRmpFault(s, gfn, pfn),
     hostAccessAt: (pfn, write, hostOrder) => hostAccess(s, pfn, write, hostOrder),
     kernelAccess: (pfn, write, op) => kernelAccess(s, pfn, write, op),
-    setMapGpaRangeExit: (enabled) => {
-      s.mapGpaRangeExit = enabled;
-    },
     get leakedPages() {
       return s.leakedPages;
     },
@@ -90,11 +79,8 @@ export function createSnpVm(ctx: ArchVmContext): SnpArchVm {
 
   const guestApi: SnpGuestApi = {
     pvalidate: (gpa, size, validate) => pvalidate(s, gpa, size, validate),
-    access: (a) => guestAccess(s, a),
     psc: (buffer) => psc(s, buffer),
     ghcbMsrPsc: (msr) => ghcbMsrPsc(s, msr),
-    acceptOnFirstUse: (gpa) => acceptor.acceptOnFirstUse(gpa),
-    isAccepted: (gpa) => acceptor.isAccepted(Math.floor(gpa / 4096)),
   };
 
   return {
@@ -120,7 +106,19 @@ export function createSnpVm(ctx: ArchVmContext): SnpArchVm {
     populate: (gfn, pfn, src, kind) => populate(s, gfn, pfn, src, kind),
     hostAccess: (pfn, write) => hostAccess(s, pfn, write),
     finalize: () => ({ kind: 'snp-launch-digest', digest: launchFinish(s) }),
+    guestAccess: (a) => guestAccess(s, a),
+    // KVM's complete_userspace_io (snp_complete_psc_msr, snp_complete_one_psc): the guest's PSC
+    // gets its result here, or the next range's exit; it is never re-issued.
+    completeExit: (exit, vcpu) => completePsc(s, exit, vcpu),
+    guestKernel: snpGuestKernel,
     checkInvariants: () => checkVmInvariants(s),
+    // sev_vm_destroy → snp_decommission_context (SNP_DECOMMISSION), and sev_free_vcpu giving each
+    // VMSA page back (firmware-owned pages KVM cannot RMPUPDATE: snp_page_reclaim). Guest pages
+    // are already back: guest_memfd invalidated them before the VM goes.
+    destroy: () => {
+      decommission(s);
+      s.pendingPsc.clear();
+    },
     vmApi,
     guestApi,
   };

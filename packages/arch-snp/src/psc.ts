@@ -5,14 +5,17 @@
  * request into KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE) exits, and userspace converts the range
  * (memory attributes, then usually a hole punch whose invalidation makes the RMP entries shared).
  *
- * Resumption. An exit ends the vCPU step (`ctx.exit` never returns). Userspace answers by writing
- * the exit's `ret` (kvm_run.hypercall.ret: 0 = done) and running the vCPU again, which re-issues
- * the same guest operation; the plugin then plays KVM's complete_userspace_io callback
- * (snp_complete_psc_msr, snp_complete_one_psc) with that `ret` before continuing. Progress lives
+ * Resumption, as KVM's complete_userspace_io. An exit ends the vCPU step (`ctx.exit` never
+ * returns). Userspace writes the exit's `ret` (kvm_run.hypercall.ret: 0 = done) and runs the vCPU
+ * again; before the guest runs, the core calls the plugin's `completeExit` ({@link completePsc}),
+ * which plays snp_complete_psc_msr or snp_complete_one_psc: it either returns the value the guest's
+ * VMGEXIT returns (the GHCB MSR response, or SW_EXITINFO2) or exits again for the next range. The
+ * guest call is never re-issued, so a guest sees one call and one result however many exits it
+ * took, and nothing can run on that vCPU in between (a second PSC there is refused). Progress lives
  * where the kernel keeps it: in the guest's buffer (hdr.cur_entry, each entry's cur_page) and in
- * per-vCPU in-flight counters (psc_idx, psc_inflight).
+ * per-vCPU in-flight state (psc_idx, psc_inflight), keyed by `ctx.vcpu`.
  */
-import { KvmError, uapi } from '@cocokit/sdk';
+import { KvmError, uapi, type ArchExit } from '@cocokit/sdk';
 import {
   GHCB_MSR_PSC_REQ,
   GHCB_MSR_PSC_RESP,
@@ -23,7 +26,7 @@ import {
   VMGEXIT_PSC_MAX_COUNT,
   type PscOpName,
 } from './constants.js';
-import type { PendingPsc, SnpState } from './state.js';
+import { mapGpaRangeExitEnabled, vcpuId, type SnpState } from './state.js';
 
 /** One entry of a PSC buffer (struct psc_entry: cur_page:12, gfn:40, operation:4, pagesize:1). */
 export interface PscEntry {
@@ -45,6 +48,8 @@ export interface PscBuffer {
 /** A KVM_EXIT_HYPERCALL for KVM_HC_MAP_GPA_RANGE, as KVM fills kvm_run for a PSC. */
 export interface MapGpaRangeExit {
   readonly reason: 'HYPERCALL';
+  /** kvm_run.exit_reason. */
+  readonly exitReason: typeof uapi.KVM_EXIT_HYPERCALL;
   readonly nr: typeof uapi.KVM_HC_MAP_GPA_RANGE;
   /** [gpa, npages, attrs]: KVM_MAP_GPA_RANGE_ENCRYPTED (private) or DECRYPTED, | PAGE_SZ_4K or _2M. */
   readonly args: readonly [number, number, number];
@@ -69,34 +74,30 @@ export function ghcbMsrPscRequest(gfn: number, op: PscOpName): bigint {
   return (BigInt(PSC_OP[op] & 0xf) << 52n) | ((BigInt(gfn) & ((1n << 40n) - 1n)) << 12n) | GHCB_MSR_PSC_REQ;
 }
 
-function vcpuOf(s: SnpState): number {
-  return s.sim.current.id;
-}
-
-function takePending(s: SnpState, kind: 'msr' | 'buffer', buffer: unknown): PendingPsc | undefined {
-  const p = s.pendingPsc.get(vcpuOf(s));
-  if (p === undefined) return undefined;
-  if (p.kind !== kind || (kind === 'buffer' && p.buffer !== buffer)) {
-    throw new KvmError(
-      'EINVAL',
-      'VMGEXIT',
-      `this vCPU has a ${p.kind === 'msr' ? 'GHCB MSR' : 'PSC buffer'} page state change in flight: re-issue it to resume (KVM completes it before the guest runs again)`,
-    );
-  }
-  s.pendingPsc.delete(vcpuOf(s));
-  return p;
+/**
+ * KVM cannot start a VMGEXIT on a vCPU whose previous exit is not completed: KVM_RUN runs
+ * complete_userspace_io before the guest. A caller of the guest API outside the core can get this
+ * wrong, so it is refused.
+ */
+function refuseInFlight(s: SnpState, vcpu: number): void {
+  const p = s.pendingPsc.get(vcpu);
+  if (p === undefined) return;
+  throw new KvmError(
+    'EINVAL',
+    'VMGEXIT',
+    `vCPU ${vcpu} has a ${p.kind === 'msr' ? 'GHCB MSR' : 'PSC buffer'} page state change waiting for userspace: complete it (completeExit, what KVM_RUN does first) before the guest issues another`,
+  );
 }
 
 /**
- * The GHCB MSR protocol PSC (snp_begin_psc_msr / snp_complete_psc_msr): `msr` is the request
- * the guest wrote (see {@link ghcbMsrPscRequest}); returns the response it reads back:
- * GHCB_MSR_PSC_RESP (0x015) on success, GHCB_MSR_PSC_RESP_ERROR (bit 63 | 0x015) when the op is not
- * private/shared, userspace has not enabled the exit, or userspace failed the conversion. Exits
- * with a 1-page KVM_HC_MAP_GPA_RANGE.
+ * The GHCB MSR protocol PSC (snp_begin_psc_msr): `msr` is the request the guest wrote (see
+ * {@link ghcbMsrPscRequest}); returns the response it reads back: GHCB_MSR_PSC_RESP_ERROR
+ * (bit 63 | 0x015) at once when the op is not private/shared or userspace has not enabled the
+ * exit; otherwise exits with a 1-page KVM_HC_MAP_GPA_RANGE, and {@link completePsc} answers.
  */
 export function ghcbMsrPsc(s: SnpState, msr: bigint): bigint {
-  const pending = takePending(s, 'msr', undefined);
-  if (pending !== undefined) return finishMsr(s, pending.exit.ret === 0 ? GHCB_MSR_PSC_RESP : GHCB_MSR_PSC_RESP_ERROR);
+  const vcpu = vcpuId(s);
+  refuseInFlight(s, vcpu);
   if ((msr & 0xfffn) !== GHCB_MSR_PSC_REQ) {
     throw new KvmError('EINVAL', 'sev_handle_vmgexit_msr_protocol', `GHCB MSR request 0x${(msr & 0xfffn).toString(16)} is not a PSC request (0x014)`);
   }
@@ -104,9 +105,9 @@ export function ghcbMsrPsc(s: SnpState, msr: bigint): bigint {
   const gfn = Number((msr >> 12n) & ((1n << 40n) - 1n));
   const op = Number((msr >> 52n) & 0xfn);
   if (op !== PSC_OP.PRIVATE && op !== PSC_OP.SHARED) return finishMsr(s, GHCB_MSR_PSC_RESP_ERROR);
-  if (!s.mapGpaRangeExit) return finishMsr(s, GHCB_MSR_PSC_RESP_ERROR);
+  if (!mapGpaRangeExitEnabled(s)) return finishMsr(s, GHCB_MSR_PSC_RESP_ERROR);
   const exit = mapGpaRange(gfn * 4096, 1, op === PSC_OP.PRIVATE, false);
-  s.pendingPsc.set(vcpuOf(s), { kind: 'msr', exit, idx: 0, inflight: 0 });
+  s.pendingPsc.set(vcpu, { kind: 'msr', exit, idx: 0, inflight: 0 });
   traceExit(s, 'msr', exit, 1);
   return s.ctx.exit(exit);
 }
@@ -117,9 +118,10 @@ function finishMsr(s: SnpState, response: bigint): bigint {
 }
 
 /**
- * The "Page State Change" VMGEXIT with a PSC buffer (snp_begin_psc / snp_complete_one_psc /
- * __snp_complete_one_psc / snp_complete_psc). Returns the result KVM puts in SW_EXITINFO2: 0, or
- * VMGEXIT_PSC_ERROR_INVALID_HDR / _INVALID_ENTRY / _GENERIC. Along the way:
+ * The "Page State Change" VMGEXIT with a PSC buffer (snp_begin_psc). Returns the result KVM puts
+ * in SW_EXITINFO2 when no exit is needed: 0, or VMGEXIT_PSC_ERROR_INVALID_HDR / _INVALID_ENTRY /
+ * _GENERIC (GENERIC also when userspace has not enabled the exit); otherwise exits, and
+ * {@link completePsc} carries on. Along the way:
  *
  * - entries already done (cur_page = size) are skipped; a partly done 2M entry finishes as 4K pages;
  * - consecutive entries with the same op, contiguous gfns, cur_page 0 and the same size are merged
@@ -127,21 +129,40 @@ function finishMsr(s: SnpState, response: bigint): bigint {
  * - PSMASH and UNSMASH entries are marked done without any action;
  * - after userspace succeeds, the in-flight entries get cur_page = size and hdr.cur_entry moves
  *   past them; if it fails, the request ends with VMGEXIT_PSC_ERROR_GENERIC and the buffer shows
- *   exactly how far it got (earlier ranges done, the failing one not).
+ *   exactly how far it got (earlier ranges done, the failing one not), so the guest may issue the
+ *   same buffer again to resume at cur_entry.
  */
 export function psc(s: SnpState, buf: PscBuffer): number {
-  const pending = takePending(s, 'buffer', buf);
-  if (pending !== undefined) {
-    if (pending.exit.ret !== 0) return complete(s, VMGEXIT_PSC_ERROR.GENERIC);
-    completeOne(buf, pending.idx, pending.inflight);
-  } else {
-    s.sim.charge('snp.vmgexit');
-    if (!s.mapGpaRangeExit) return complete(s, VMGEXIT_PSC_ERROR.GENERIC);
-  }
-  return begin(s, buf);
+  const vcpu = vcpuId(s);
+  refuseInFlight(s, vcpu);
+  s.sim.charge('snp.vmgexit');
+  return begin(s, vcpu, buf);
 }
 
-function begin(s: SnpState, buf: PscBuffer): number {
+/**
+ * complete_userspace_io for a PSC exit of vCPU `vcpu` (the plugin's `completeExit`):
+ * snp_complete_psc_msr answers the GHCB MSR response; snp_complete_one_psc marks the in-flight
+ * entries done and begins the next range, which may exit again (`ctx.exit` throws out of here, as
+ * the contract allows). `ret` is read from `exit`, the exit userspace filled in. Returns `undefined`
+ * when the vCPU has no PSC waiting (the exit is not the plugin's).
+ */
+export function completePsc(s: SnpState, exit: ArchExit, vcpu: number): { readonly value: unknown } | undefined {
+  const pending = s.pendingPsc.get(vcpu);
+  if (pending === undefined || exit.reason !== 'HYPERCALL' || exit['nr'] !== uapi.KVM_HC_MAP_GPA_RANGE) return undefined;
+  s.pendingPsc.delete(vcpu);
+  const r = exit['ret'];
+  // A core that hands back a copy without `ret` leaves the plugin's own exit object as the answer.
+  const ret = typeof r === 'number' ? r : pending.exit.ret;
+  if (pending.kind === 'msr') return { value: finishMsr(s, ret === 0 ? GHCB_MSR_PSC_RESP : GHCB_MSR_PSC_RESP_ERROR) };
+  if (ret !== 0) return { value: complete(s, VMGEXIT_PSC_ERROR.GENERIC) };
+  const buf = pending.buffer as PscBuffer;
+  completeOne(buf, pending.idx, pending.inflight);
+  return { value: begin(s, vcpu, buf) };
+}
+
+function begin(s: SnpState, vcpu: number, buf: PscBuffer): number {
+  // snp_begin_psc checks the capability on every range, so disabling it between exits fails the rest.
+  if (!mapGpaRangeExitEnabled(s)) return complete(s, VMGEXIT_PSC_ERROR.GENERIC);
   const { hdr, entries } = buf;
   for (;;) {
     const idxStart = hdr.curEntry;
@@ -184,7 +205,7 @@ function begin(s: SnpState, buf: PscBuffer): number {
     }
     if (start.operation === PSC_OP.PRIVATE || start.operation === PSC_OP.SHARED) {
       const exit = mapGpaRange(gfn * 4096, npages, start.operation === PSC_OP.PRIVATE, start.pageSize !== 0);
-      s.pendingPsc.set(vcpuOf(s), { kind: 'buffer', buffer: buf, exit, idx: pscIdx, inflight });
+      s.pendingPsc.set(vcpu, { kind: 'buffer', buffer: buf, exit, idx: pscIdx, inflight });
       traceExit(s, 'buffer', exit, inflight);
       return s.ctx.exit(exit);
     }
@@ -213,7 +234,8 @@ function mapGpaRange(gpa: number, npages: number, toPrivate: boolean, size2m: bo
   const attrs =
     (toPrivate ? uapi.KVM_MAP_GPA_RANGE_ENCRYPTED : uapi.KVM_MAP_GPA_RANGE_DECRYPTED) |
     (size2m ? uapi.KVM_MAP_GPA_RANGE_PAGE_SZ_2M : uapi.KVM_MAP_GPA_RANGE_PAGE_SZ_4K);
-  return { reason: 'HYPERCALL', nr: uapi.KVM_HC_MAP_GPA_RANGE, args: [gpa, npages, attrs], ret: 0 };
+  // KVM zeroes hypercall.ret before the exit (userspace older than QEMU 9.2 never writes it).
+  return { reason: 'HYPERCALL', exitReason: uapi.KVM_EXIT_HYPERCALL, nr: uapi.KVM_HC_MAP_GPA_RANGE, args: [gpa, npages, attrs], ret: 0 };
 }
 
 function traceExit(s: SnpState, protocol: 'msr' | 'buffer', exit: MapGpaRangeExit, entries: number): void {

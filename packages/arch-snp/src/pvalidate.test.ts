@@ -38,13 +38,24 @@ describe('PVALIDATE', () => {
     expect(t.guest.pvalidate(gpa(G), '4K', true)).toEqual({ kind: 'done', rc: PVALIDATE.SUCCESS });
   });
 
-  it('a 4K request under a 2M RMP entry is an NPF with SIZEM: KVM PSMASHes, the retry succeeds', () => {
+  it('a 4K request under a 2M RMP entry is an NPF with SIZEM: KVM PSMASHes and asks for [gfn, gfn + 512) to be zapped; the retry succeeds', () => {
     const t = snpVm();
+    const ring = t.trace();
     t.prepare(P, G, 9);
     const r = t.guest.pvalidate(gpa(G + 7), '4K', true);
-    expect(r).toMatchObject({ kind: 'npf', reason: 'rmp', sizem: true, gfn: G + 7 });
-    expect(t.api.rmpEntry(P + 7).validated).toBe(false);
-    expect(t.api.handleRmpFault(G + 7, P + 7)).toMatchObject({ action: 'psmash' });
+    expect(r).toEqual({
+      kind: 'npf',
+      fault: { gpa: gpa(G + 7), access: 'write', encrypted: true },
+      // sev_handle_rmp_fault passes the unaligned gfn: kvm_zap_gfn_range(kvm, gfn, gfn + PTRS_PER_PMD).
+      zap: { start: G + 7, end: G + 7 + 512 },
+      gfn: G + 7,
+      reason: 'rmp',
+      sizem: true,
+      detail: `4K PVALIDATE of gfn 0x${(G + 7).toString(16)} under a 2M RMP entry`,
+    });
+    expect(t.api.rmpEntry(P + 7)).toMatchObject({ validated: false, size: '4K' });
+    expect(ring.filter('snp.rmp_fault').map((e) => e.fields)).toEqual([{ gfn: G + 7, pfn: P + 7, action: 'psmash' }]);
+    expect(ring.filter('snp.psmash').map((e) => e.fields)).toEqual([{ pfn: P, rc: 0, why: 'sev_handle_rmp_fault' }]);
     expect(t.guest.pvalidate(gpa(G + 7), '4K', true)).toEqual({ kind: 'done', rc: PVALIDATE.SUCCESS });
     expect(t.api.rmpEntry(P + 8).validated).toBe(false);
     t.vm.checkInvariants?.();
@@ -57,9 +68,14 @@ describe('PVALIDATE', () => {
     expect(t.api.rmpEntry(P + 511).validated).toBe(true);
   });
 
-  it('an unmapped gfn is an NPF (not present): the core faults it in and the guest retries', () => {
+  it('an unmapped gfn is an NPF (not present) with no zap: the core faults it in and the guest retries', () => {
     const t = snpVm();
-    expect(t.guest.pvalidate(gpa(G), '4K', true)).toMatchObject({ kind: 'npf', reason: 'not-present', sizem: false });
+    const r = t.guest.pvalidate(gpa(G), '4K', true);
+    expect(r).toMatchObject({ kind: 'npf', fault: { gpa: gpa(G), access: 'write', encrypted: true }, reason: 'not-present', sizem: false });
+    expect(r).not.toHaveProperty('zap');
+    expect(t.bugs).toEqual([]);
+    t.prepare(P, G);
+    expect(t.guest.pvalidate(gpa(G), '4K', true)).toEqual({ kind: 'done', rc: PVALIDATE.SUCCESS });
   });
 
   it('charges snp.pvalidate per instruction and traces each result', () => {

@@ -6,7 +6,7 @@
  */
 import { KvmError } from '@cocokit/sdk';
 import { PAGES_PER_2M, PVALIDATE, type PvalidateRc, type RmpPageSize } from './constants.js';
-import { npf, type SnpNpf } from './access.js';
+import { npf, resolveRmpNpf, type SnpNpf } from './access.js';
 import { translate, type SnpState } from './state.js';
 
 /** What PVALIDATE did: a result code in EAX (with CF folded in as FAIL_NOUPDATE), or a nested page fault KVM handles. */
@@ -20,17 +20,22 @@ const hex = (n: number): string => `0x${n.toString(16)}`;
  *
  * 1. FAIL_INPUT: a 2M request at an address that is not 2M-aligned.
  * 2. NPF `not-present`: the gfn has no private mapping (KVM faults it in; the guest retries).
- * 3. NPF `rmp`: the entry is not this guest's, is at another GPA, or is Immutable.
- * 4. NPF `rmp` + SIZEM: a 4K request on a page covered by a 2M RMP entry (KVM PSMASHes; retry).
- *    FAIL_SIZEMISMATCH: a 2M request on 4K RMP entries (the guest retries at 4K).
+ * 3. NPF `rmp`: the entry is not this guest's, is at another GPA, or is Immutable. KVM cannot
+ *    resolve it (sev_handle_rmp_fault warns; the guest would fault forever): the VM is marked
+ *    bugged (see resolveRmpNpf in access.ts).
+ * 4. NPF `rmp` + SIZEM: a 4K request on a page covered by a 2M RMP entry: KVM's
+ *    sev_handle_rmp_fault PSMASHes the entry at once and the NPF carries the range to zap; the
+ *    guest retries. FAIL_SIZEMISMATCH: a 2M request on 4K RMP entries (the guest retries at 4K).
  * 5. FAIL_NOUPDATE (rFLAGS.CF = 1): Validated already had the requested value; nothing changes.
  * 6. SUCCESS: Validated is set (or cleared) for the 4K or 2M entry.
+ *
+ * The NPF is reported as a private write fault: PVALIDATE changes the page's RMP entry.
  */
 export function pvalidate(s: SnpState, gpa: number, size: RmpPageSize, validate: boolean): PvalidateResult {
   if (!Number.isSafeInteger(gpa) || gpa < 0) throw new KvmError('EINVAL', 'pvalidate', `gpa ${gpa} is not an address`);
   s.sim.charge('snp.pvalidate');
   const gfn = Math.floor(gpa / 4096);
-  const r = check(s, gfn, size, validate);
+  const r = check(s, gpa, gfn, size, validate);
   if (r.kind === 'done' && r.rc === PVALIDATE.SUCCESS) {
     const pfn = translate(s, gfn) as number;
     s.rmp.setValidated(pfn, size, validate);
@@ -41,16 +46,17 @@ export function pvalidate(s: SnpState, gpa: number, size: RmpPageSize, validate:
   return r;
 }
 
-function check(s: SnpState, gfn: number, size: RmpPageSize, validate: boolean): PvalidateResult {
+function check(s: SnpState, gpa: number, gfn: number, size: RmpPageSize, validate: boolean): PvalidateResult {
   if (size !== '4K' && size !== '2M') return done(PVALIDATE.FAIL_INPUT);
   if (size === '2M' && gfn % PAGES_PER_2M !== 0) return done(PVALIDATE.FAIL_INPUT);
+  const fault = { gpa, access: 'write', encrypted: true } as const;
   const pfn = translate(s, gfn);
-  if (pfn === undefined) return npf(gfn, 'not-present', false, `no private mapping of gfn ${hex(gfn)}`);
+  if (pfn === undefined) return npf(fault, gfn, 'not-present', false, `no private mapping of gfn ${hex(gfn)}`);
   const e = s.rmp.lookup(pfn);
-  if (!e.assigned || e.asid !== s.asid) return npf(gfn, 'rmp', false, `pfn ${hex(pfn)} is not owned by ASID ${s.asid}`);
-  if (e.gfn !== gfn) return npf(gfn, 'rmp', false, `pfn ${hex(pfn)} is assigned at gfn ${hex(e.gfn)}, not ${hex(gfn)}`);
-  if (e.immutable) return npf(gfn, 'rmp', false, `pfn ${hex(pfn)} is immutable`);
-  if (size === '4K' && e.size === '2M') return npf(gfn, 'rmp', true, `4K PVALIDATE of gfn ${hex(gfn)} under a 2M RMP entry`);
+  if (!e.assigned || e.asid !== s.asid) return resolveRmpNpf(s, npf(fault, gfn, 'rmp', false, `pfn ${hex(pfn)} is not owned by ASID ${s.asid}`), pfn);
+  if (e.gfn !== gfn) return resolveRmpNpf(s, npf(fault, gfn, 'rmp', false, `pfn ${hex(pfn)} is assigned at gfn ${hex(e.gfn)}, not ${hex(gfn)}`), pfn);
+  if (e.immutable) return resolveRmpNpf(s, npf(fault, gfn, 'rmp', false, `pfn ${hex(pfn)} is immutable`), pfn);
+  if (size === '4K' && e.size === '2M') return resolveRmpNpf(s, npf(fault, gfn, 'rmp', true, `4K PVALIDATE of gfn ${hex(gfn)} under a 2M RMP entry`), pfn);
   if (size === '2M' && e.size === '4K') return done(PVALIDATE.FAIL_SIZEMISMATCH);
   if (e.validated === validate) return done(PVALIDATE.FAIL_NOUPDATE);
   return done(PVALIDATE.SUCCESS);

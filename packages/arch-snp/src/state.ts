@@ -3,18 +3,23 @@
  * rmp_make_shared and snp_rmptable_psmash (arch/x86/virt/svm/sev.c, arch/x86/kvm/svm/sev.c), each
  * charging its cost and emitting its trace event. Internal to the package.
  */
-import type { ArchExit, ArchVmContext, RangeMap, Sim } from '@cocokit/sdk';
+import { uapi, type ArchExit, type ArchVmContext, type RangeMap, type Sim } from '@cocokit/sdk';
 import { PAGES_PER_2M, PSMASH, RMPUPDATE, type PsmashRc, type RmpPageSize, type RmpUpdateRc } from './constants.js';
 import type { LaunchState } from './launch.js';
 import type { Rmp } from './rmp.js';
 
-/** A page state change in flight on one vCPU, waiting for userspace (psc.ts). */
+/**
+ * A page state change in flight on one vCPU, waiting for userspace (psc.ts): what KVM keeps in
+ * `vcpu->arch.complete_userspace_io` (snp_complete_psc_msr or snp_complete_one_psc) and in
+ * `svm->sev_es` (ghcb_sa, psc_idx, psc_inflight) until the vCPU runs again.
+ */
 export interface PendingPsc {
   readonly kind: 'msr' | 'buffer';
-  /** The exit handed to userspace; its `ret` is what userspace answered. */
+  /** The exit handed to userspace, as the plugin built it. */
   readonly exit: ArchExit & { ret: number };
-  /** For a PSC buffer: the guest's buffer and the in-flight entries (psc_idx, psc_inflight). */
+  /** For a PSC buffer: the guest's buffer (svm->sev_es.ghcb_sa). */
   readonly buffer?: unknown;
+  /** For a PSC buffer: the first in-flight entry and how many are in flight (psc_idx, psc_inflight). */
   readonly idx: number;
   readonly inflight: number;
 }
@@ -27,18 +32,37 @@ export interface SnpState {
   /** The VM's ASID (sev->asid). */
   readonly asid: number;
   /**
-   * gfn → (pfn − gfn) for the private pages this VM assigned: the translation the guest's
-   * accesses and PVALIDATE go through (the nested page table's private mappings, which the model
-   * cannot see through the contract; see the README's contract notes).
+   * gfn → (pfn − gfn) for the private pages this VM assigned in the RMP (gmemPrepare, populate):
+   * the translation PVALIDATE goes through. Guest accesses use the pfn and level the core's nested
+   * tables give `guestAccess` instead; PVALIDATE keeps the plugin's own view because
+   * `ctx.translate(gfn, 'private')` is only defined for archs with a mirror root (see the README,
+   * "The contract it uses").
    */
   readonly gfnToPfn: RangeMap<number>;
-  /** Whether userspace enabled KVM_HC_MAP_GPA_RANGE exits (KVM_CAP_EXIT_HYPERCALL). */
-  mapGpaRangeExit: boolean;
-  /** PSCs in flight, by vCPU (the actor id). */
+  /** PSCs in flight, by vCPU ({@link vcpuId}). */
   readonly pendingPsc: Map<number, PendingPsc>;
   /** Pages KVM gave up on (snp_leak_pages): an RMPUPDATE to shared failed. */
   leakedPages: number;
   launch: LaunchState;
+}
+
+/**
+ * The vCPU a guest operation runs on: `ctx.vcpu`, or, outside the core (a plugin test calling the
+ * guest API directly), the current sim actor, so per-vCPU state still has one key per caller.
+ */
+export function vcpuId(s: SnpState): number {
+  return s.ctx.vcpu ?? s.sim.current.id;
+}
+
+/**
+ * user_exit_on_hypercall(kvm, KVM_HC_MAP_GPA_RANGE): whether userspace enabled the exit with
+ * KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL), whose args[0] is a bitmap of hypercall numbers
+ * (kvm->arch.hypercall_exit_enabled). Read at every PSC, as KVM does, so enabling it later works.
+ */
+export function mapGpaRangeExitEnabled(s: SnpState): boolean {
+  const bitmap = s.ctx.enabledCap(uapi.KVM_CAP_EXIT_HYPERCALL);
+  // Bit 12: below 2^31, so the 32-bit operators are exact.
+  return bitmap !== undefined && (Math.floor(bitmap / 2 ** uapi.KVM_HC_MAP_GPA_RANGE) & 1) === 1;
 }
 
 /** The pfn `gfn` translates to in this VM, or `undefined` when it has no private mapping. */

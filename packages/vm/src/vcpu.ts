@@ -332,6 +332,9 @@ export class Vcpu {
           throw e;
         }
         if (c !== 'ok') {
+          // An NPF the arch cannot resolve marks the VM dead (SNP: an RMP fault KVM would take forever).
+          const dead = vm.deadReason();
+          if (dead !== undefined) return { exit: { reason: 'RUN_ERROR', errno: 'EIO', message: `the VM is dead: ${dead}` } };
           if (c.kind === 'exception') {
             vm.stats.exceptions++;
             return { value: c satisfies GuestException };
