@@ -27,7 +27,7 @@ import {
 import { createGmemVm, type GmemProposals, type GmemVm, type GuestMemfd, type HugeFolioPolicy } from '@cocokit/gmem';
 import type { Host, HostProcess } from '@cocokit/host';
 import { Memslots, type Memslot, type MemslotChange } from '@cocokit/memslot';
-import { createMmu, type BeforeMapResult, type FaultView, type HugepageRecovery, type Mmu } from '@cocokit/mmu';
+import { SPTE, createMmu, type BeforeMapResult, type FaultView, type HugepageRecovery, type Mmu } from '@cocokit/mmu';
 import { ConversionEngine, type ConversionRequest, type DiscardPolicy } from './conversion.js';
 import type { VcpuExit } from './exits.js';
 import type { ExtensionInstance, VmExtension, VmExtensionApis } from './extensions.js';
@@ -201,8 +201,11 @@ export class Vm<T extends string = string> {
       translate: (gfn, root) => {
         const mmu = late.mmu;
         if (mmu === undefined) return undefined;
-        const leaf = mmu.lookup(gfn, root === 'private' && mmu.mirror !== undefined ? 'private' : 'shared');
+        const mirror = root === 'private' && mmu.mirror !== undefined;
+        const leaf = mmu.lookup(gfn, mirror ? 'private' : 'shared');
         if (leaf === undefined) return undefined;
+        // Without a mirror root, private and shared leaves share one root (SNP): tell them apart by the leaf's kind.
+        if (!mirror && ((leaf.flags & SPTE.PRIVATE) !== 0) !== (root === 'private')) return undefined;
         return { pfn: (leaf.pfn + (gfn - leaf.gfn)) as never, level: leaf.level };
       },
     };
