@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { errnoOf } from '@cocokit/sdk/testing';
-import { uapi } from '@cocokit/sdk';
+import { createRingBuffer, uapi } from '@cocokit/sdk';
 import { MAP, PROT } from '@cocokit/host';
 import { recorder, setup, slotAt } from './test-helpers.js';
 
@@ -251,6 +251,48 @@ describe('bindings and get_pfn', () => {
     expect(host.isZero(a.pfn, a.pfn + 1)).toBe(true);
     expect(vm.getPfn(slot, 0x1003)).toMatchObject({ pfn: a.pfn, prepared: true });
     expect(prepared).toEqual([a.pfn]);
+  });
+
+  it('getPfn on a fresh 4K page: the hook runs before the folio is marked prepared; without a hook the same state and trace', () => {
+    // With a hook, the folio is in the page cache, uptodate and not yet prepared while it runs.
+    const seen: unknown[] = [];
+    const hooked = setup({ privateMem: true, arch: { gmemPrepare: () => void seen.push(f1.folioAt(3)) } });
+    const f1 = hooked.vm.createGuestMemfd({ size: 8 * P });
+    const s1 = slotAt(0, 8);
+    hooked.vm.binder.bind({ fd: f1.fd, vm: hooked.vm.vmToken, offset: 0, npages: 8 }, s1);
+    const a = hooked.vm.getPfn(s1, 3);
+    expect(seen).toEqual([{ pfn: a.pfn, order: 0, index: 3, uptodate: true, prepared: false }]);
+    // Without one, preparing is the flag alone (written with the insertion): same answers, folio
+    // state, trace and virtual time as with a hook that does nothing (file names aside: inodes differ).
+    const run = (arch: { gmemPrepare?: () => void }) => {
+      const { vm, sim } = setup({ privateMem: true, arch });
+      const ring = createRingBuffer(64);
+      sim.trace.attach(ring);
+      const f = vm.createGuestMemfd({ size: 8 * P });
+      const slot = slotAt(0, 8);
+      vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: 8 }, slot);
+      const got = [vm.getPfn(slot, 3), vm.getPfn(slot, 3), vm.getPfn(slot, 4)];
+      return { got, folio: f.folioAt(3), runs: f.folioRuns(), events: ring.events().map((e) => [e.name, e.ts, { ...e.fields, file: 'f' }]) };
+    };
+    const bare = run({});
+    expect(bare).toEqual(run({ gmemPrepare: () => undefined }));
+    expect(bare.got.map((g) => g.prepared)).toEqual([false, true, false]);
+    expect(bare.folio).toMatchObject({ uptodate: true, prepared: true });
+    expect(bare.events.map((e) => e[0]).filter((n) => n !== 'host.alloc')).toEqual(['gmem.create', 'gmem.bind', 'gmem.alloc', 'gmem.prepare', 'gmem.alloc', 'gmem.prepare']);
+  });
+
+  it('getPfn follows binding changes: a range unbound and bound to another slot answers for the new slot only', () => {
+    const { vm } = setup({ privateMem: true });
+    const f = vm.createGuestMemfd({ size: 8 * P });
+    const a = slotAt(0, 8);
+    const b = slotAt(0x100, 8);
+    const ba = vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: 8 }, a);
+    const pfn = vm.getPfn(a, 2).pfn;
+    vm.binder.unbind(ba, a);
+    vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: 8 }, b);
+    expect(vm.getPfn(b, 0x102).pfn).toBe(pfn);
+    expect(errnoOf(() => f.getPfn(a, 2, 0))).toBe('EIO');
+    expect(errnoOf(() => f.getPfn(b, 0x102 + 0.5, 0))).toBe('EINVAL');
   });
 
   it('post-6.18 (no preparation tracking): prepare runs on every get_pfn', () => {

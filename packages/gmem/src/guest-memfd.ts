@@ -146,6 +146,12 @@ export class GuestMemfd implements FileProvider {
   private readonly folios = new NumberRangeMap();
   private readonly share = new EnumRangeMap<Shareability>([SHAREABILITY.GUEST, SHAREABILITY.ALL]);
   private readonly bindings = new RangeMap<Binding>();
+  /**
+   * The binding {@link GuestMemfd.getPfn} found last (a binding's run is exactly its
+   * `[pgoff, pgoff + npages)`): faults come slot after slot, page after page, so this spares a tree
+   * lookup per fault. Dropped whenever a binding changes.
+   */
+  private lastBinding: Binding | undefined;
   private readonly poisoned = new RangeMap<true>();
   /** lpage_info-like records: blocks of order 9 / 18 whose shareability is mixed. */
   private readonly mixed = new Map<number, RangeMap<true>>();
@@ -378,7 +384,7 @@ export class GuestMemfd implements FileProvider {
     if (this.share.get(index) !== SHAREABILITY.ALL) return this.sigbus(`page ${index} is private to the guest`);
     if (this.poisoned.has(index)) return this.sigbus(`page ${index} is hwpoisoned`);
     if (!this.folios.has(index)) {
-      const ok = this.tryAllocate(index, 'host_fault');
+      const ok = this.tryAllocate(index, 'host_fault') !== undefined;
       if (!ok) return this.sigbus('VM_FAULT_OOM: no free folio');
     }
     let v = this.folios.get(index) as number;
@@ -405,6 +411,7 @@ export class GuestMemfd implements FileProvider {
 
   /** @internal Records `[pgoff, pgoff + npages)` → slot (kvm_gmem_bind). */
   bindRange(slot: GmemSlotView, pgoff: number, npages: number): void {
+    this.lastBinding = undefined;
     this.bindings.set(pgoff, pgoff + npages, { slot, pgoff, npages });
     this.trace('gmem.bind', { file: this.name, start: pgoff, end: pgoff + npages, op: 'bind' });
   }
@@ -414,8 +421,19 @@ export class GuestMemfd implements FileProvider {
     if (this.released) return;
     const b = this.bindings.get(pgoff);
     if (b === undefined || b.slot !== slot) return;
+    this.lastBinding = undefined;
     this.bindings.clear(pgoff, pgoff + npages);
     this.trace('gmem.bind', { file: this.name, start: pgoff, end: pgoff + npages, op: 'unbind' });
+  }
+
+  /** The binding holding `index` (the bindings map's `get`, through {@link GuestMemfd.lastBinding}). */
+  private bindingAt(index: number): Binding | undefined {
+    const c = this.lastBinding;
+    // Number.isInteger: a malformed index still goes to the map, for its EINVAL.
+    if (c !== undefined && index >= c.pgoff && index < c.pgoff + c.npages && Number.isInteger(index)) return c;
+    const b = this.bindings.get(index);
+    if (b !== undefined) this.lastBinding = b;
+    return b;
   }
 
   /** The slots bound to the file, with their index ranges. */
@@ -435,23 +453,39 @@ export class GuestMemfd implements FileProvider {
     const g = gfnIn as number;
     if (!(g >= slot.baseGfn && g < slot.baseGfn + slot.npages)) throw new KvmError('EIO', op, `gfn 0x${g.toString(16)} is not in the slot`);
     const index = pgoff + (g - slot.baseGfn);
-    const b = this.bindings.get(index);
+    const b = this.bindingAt(index);
     if (b === undefined || b.slot !== slot) throw new KvmError('EIO', op, `index ${index} is not bound to this slot`);
-    if (this.poisoned.has(index)) throw new KvmError('EHWPOISON', op, `page ${index} is hwpoisoned`);
-    if (!this.folios.has(index) && !this.tryAllocate(index, 'get_pfn')) throw new KvmError('ENOMEM', op, 'no free folio');
-    let v = this.folios.get(index) as number;
-    v = this.ensureUptodate(index, v);
+    if (this.poisoned.runCount !== 0 && this.poisoned.has(index)) throw new KvmError('EHWPOISON', op, `page ${index} is hwpoisoned`);
     const isPrivate = this.share.get(index) === SHAREABILITY.GUEST;
-    const wasPrepared = (folioFlags(v) & FOLIO_PREPARED) !== 0;
+    const tracking = this.ctx.preparedTracking;
+    let v = this.folios.get(index);
+    let wasPrepared: boolean;
+    // Whether the PREPARED flag went in with the folio's insertion (see below).
+    let flagged = false;
+    if (v === undefined) {
+      // A fresh 4 KiB private folio with no arch prepare hook is prepared by its flag alone: insert
+      // it with the flag, one page-cache write instead of an insert and then a rewrite; same state,
+      // same trace. Huge folios keep the two steps (split-eager may split the folio at insertion,
+      // and the flag belongs to the piece holding `index` only), as does any arch hook, which runs
+      // before the flag is set.
+      flagged = isPrivate && tracking && this.hugeOrder === 0 && this.ctx.arch?.gmemPrepare === undefined;
+      const fresh = this.tryAllocate(index, 'get_pfn', flagged ? FOLIO_PREPARED : 0);
+      if (fresh === undefined) throw new KvmError('ENOMEM', op, 'no free folio');
+      v = fresh;
+      wasPrepared = false;
+    } else {
+      v = this.ensureUptodate(index, v);
+      wasPrepared = (folioFlags(v) & FOLIO_PREPARED) !== 0;
+    }
     const order = folioOrder(v);
     const fStart = alignDown(index, order);
     const fPfn = fStart + folioDelta(v);
-    if (isPrivate && (!wasPrepared || !this.ctx.preparedTracking)) {
+    if (isPrivate && (!wasPrepared || !tracking)) {
       // kvm_gmem_prepare_folio: the hook gets the folio's head pfn and gfn, aligned to the folio.
       const headGfn = g - (index - fStart);
       this.ctx.arch?.gmemPrepare?.(toPfn(fPfn), toGfn(headGfn), order as 0 | 9 | 18);
-      this.trace('gmem.prepare', { file: this.name, index: fStart, pfn: fPfn, order });
-      if (this.ctx.preparedTracking) this.setFlags(fStart, fStart + 2 ** order, FOLIO_PREPARED, 0);
+      if (this.tracing) this.trace('gmem.prepare', { file: this.name, index: fStart, pfn: fPfn, order });
+      if (tracking && !flagged) this.setFlags(fStart, fStart + 2 ** order, FOLIO_PREPARED, 0);
     }
     // The mapping order: folio order, lowered while the block is mixed or the gfn↔index alignment
     // or the slot/binding does not cover the whole block.
@@ -627,7 +661,7 @@ export class GuestMemfd implements FileProvider {
         const index = pgoff + (g - slot.baseGfn);
         try {
           if (this.share.get(index) !== SHAREABILITY.GUEST) throw new KvmError('EINVAL', op, `gfn 0x${g.toString(16)} is not private`);
-          if (!this.folios.has(index) && !this.tryAllocate(index, 'populate')) throw new KvmError('ENOMEM', op, 'no free folio');
+          if (!this.folios.has(index) && this.tryAllocate(index, 'populate') === undefined) throw new KvmError('ENOMEM', op, 'no free folio');
           let v = this.folios.get(index) as number;
           if (this.ctx.preparedTracking && (folioFlags(v) & FOLIO_PREPARED) !== 0) throw new KvmError('EEXIST', op, `page ${index} is already prepared`);
           v = this.ensureUptodate(index, v);
@@ -636,7 +670,7 @@ export class GuestMemfd implements FileProvider {
           cb?.(toGfn(g), p, src, kind);
           if (cb === undefined && src !== null) this.kernelWrite(index, src);
           if (this.ctx.preparedTracking) this.setFlags(index, index + 1, FOLIO_PREPARED, 0);
-          this.trace('gmem.populate', { file: this.name, index, gfn: g, pfn: p });
+          if (this.tracing) this.trace('gmem.populate', { file: this.name, index, gfn: g, pfn: p });
           done++;
         } catch (e) {
           firstError = e;
@@ -740,6 +774,7 @@ export class GuestMemfd implements FileProvider {
     this.withInvalidateLock(() => {
       const r = this.invalidateBegin(0, this.nrPages, 'both', 'release');
       this.invalidateCaches(0, this.nrPages);
+      this.lastBinding = undefined;
       this.bindings.clearAll();
       this.truncate(0, this.nrPages);
       this.invalidateEnd(r);
@@ -883,6 +918,7 @@ export class GuestMemfd implements FileProvider {
     if (sim !== undefined && units > 0) sim.charge(name, units);
   }
 
+  /** Emits `name` when tracing. Per-page sites test {@link GuestMemfd.tracing} first, so the fields object is never built with tracing off. */
   private trace<K extends keyof TraceEventMap & `gmem.${string}`>(name: K, fields: TraceFields<K>): void {
     const sim = this.ctx.sim;
     if (sim?.trace.enabled) sim.trace.emit(name, fields);
@@ -982,30 +1018,37 @@ export class GuestMemfd implements FileProvider {
     return found;
   }
 
-  /** Allocates the folio holding `index` (kvm_gmem_get_folio); false on ENOMEM. */
   /**
-   * Allocates the folio around `index` for a user that zeroes it at once (a fault, get_pfn,
-   * populate, a kernel access): it goes into the page cache already zeroed and uptodate, one write.
+   * Allocates the folio around `index` (kvm_gmem_get_folio) for a user that zeroes it at once (a
+   * fault, get_pfn, populate, a kernel access): it goes into the page cache already zeroed and
+   * uptodate, one write, with `flags` besides. Returns the page cache's entry for `index`, or
+   * `undefined` on ENOMEM (nothing changed).
    */
-  private tryAllocate(index: number, cause: string): boolean {
+  private tryAllocate(index: number, cause: string, flags = 0): number | undefined {
     const order = this.hugeOrder;
-    if (!this.host.buddy.canAlloc(order)) return false;
-    this.insertFolio(alignDown(index, order), cause, true);
-    return true;
+    if (!this.host.buddy.canAlloc(order)) return undefined;
+    const v = this.insertFolio(alignDown(index, order), cause, true, flags);
+    // A huge folio may have been split at once (split-eager, mixed block): read back its piece.
+    return order === 0 ? v : (this.folios.get(index) as number);
   }
 
-  /** Allocates a folio at `start`; fallocate leaves it unzeroed (`zero` false) until first use, as 6.18 does. */
-  private insertFolio(start: number, cause: string, zero = false): void {
+  /**
+   * Allocates a folio at `start`; fallocate leaves it unzeroed (`zero` false) until first use, as
+   * 6.18 does. Returns the entry written (before any split-eager reshaping).
+   */
+  private insertFolio(start: number, cause: string, zero = false, flags = 0): number {
     const order = this.hugeOrder;
     const p = this.host.allocPages(order, 'guest_memfd');
     const n = 2 ** order;
     if (this.noDirectMap) this.host.removeFromDirectMap(p, p + n);
     if (zero) this.zeroFolio(start, p, n);
-    this.folios.set(start, start + n, encodeFolio(p - start, order, zero ? FOLIO_UPTODATE : 0));
+    const v = encodeFolio(p - start, order, (zero ? FOLIO_UPTODATE : 0) | flags);
+    this.folios.set(start, start + n, v);
     this.allocated += n;
     this.charge('gmem.folio_insert');
-    this.trace('gmem.alloc', { file: this.name, index: start, pfn: p, order, cause });
+    if (this.tracing) this.trace('gmem.alloc', { file: this.name, index: start, pfn: p, order, cause });
     if (order > 0 && this.ctx.hugePolicy === 'split-eager') this.fixBlock(start, order, true, 'alloc');
+    return v;
   }
 
   private allocateRange(start: number, end: number, cause: string): void {
@@ -1055,7 +1098,7 @@ export class GuestMemfd implements FileProvider {
 
   private kernelPage(index: number): Pfn {
     if (!Number.isSafeInteger(index) || index < 0 || index >= this.nrPages) throw new KvmError('EINVAL', 'kvm_gmem_get_folio', `index ${index} is outside the file`);
-    if (!this.folios.has(index) && !this.tryAllocate(index, 'kernel')) throw new KvmError('ENOMEM', 'kvm_gmem_get_folio', 'no free folio');
+    if (!this.folios.has(index) && this.tryAllocate(index, 'kernel') === undefined) throw new KvmError('ENOMEM', 'kvm_gmem_get_folio', 'no free folio');
     const v = this.ensureUptodate(index, this.folios.get(index) as number);
     return toPfn(index + folioDelta(v));
   }
@@ -1111,7 +1154,7 @@ export class GuestMemfd implements FileProvider {
         if (this.noDirectMap) this.host.restoreDirectMap(p, p + n);
         const how = this.host.freePages(p, order);
         this.charge('gmem.folio_remove');
-        this.trace('gmem.free', { file: this.name, index: s, pfn: p, order, deferred: how === 'deferred' });
+        if (this.tracing) this.trace('gmem.free', { file: this.name, index: s, pfn: p, order, deferred: how === 'deferred' });
         pages += n;
       }
     }

@@ -47,6 +47,37 @@ describe('BuddyAllocator', () => {
     b.checkInvariants();
   });
 
+  it('sequential order-0 allocation (a lone free block per order) answers every query as the free lists would', () => {
+    const b = new BuddyAllocator(2 ** 12);
+    for (let i = 0; i < 5; i++) b.alloc(0, 'guest_memfd'); // [0, 5) used; free: 5 (order 0), 6 (1), 8 (3), 16 (4), ...
+    expect([...b.freeRuns(0)]).toEqual([{ start: 5, end: 6, value: 1 }]);
+    expect([...b.freeRuns(1)]).toEqual([{ start: 6, end: 8, value: 1 }]);
+    expect([...b.freeRuns(2)]).toEqual([]);
+    expect(b.freeOrderOf(5)).toBe(0);
+    expect(b.freeOrderOf(7)).toBe(1);
+    expect(b.freeOrderOf(4)).toBeUndefined();
+    expect(b.isFree(9)).toBe(true);
+    expect(b.runCount).toBe(1 + 11); // one allocated run, one free block on each of orders 0, 1, 3..11
+    b.checkInvariants();
+    // A malformed frame is still EINVAL, also inside a lone block's span.
+    expectKvm(() => b.freeOrderOf(5.5), 'EINVAL');
+    // A second free block of an order: both in the list, merged back on free.
+    const p = b.alloc(0, 'x');
+    expect(p).toBe(5);
+    b.free(2, 0);
+    b.free(p, 0);
+    expect([...b.freeRuns(0)]).toEqual([
+      { start: 2, end: 3, value: 1 },
+      { start: 5, end: 6, value: 1 },
+    ]);
+    expect(b.alloc(0, 'x')).toBe(2);
+    b.checkInvariants();
+    for (const q of [0, 1, 2, 3, 4]) b.free(q, 0);
+    expect(b.freeBlockCount(12)).toBe(1);
+    expect(b.runCount).toBe(1);
+    b.checkInvariants();
+  });
+
   it('allocates lowest address first from the smallest order, splitting', () => {
     const b = new BuddyAllocator(2 ** 20);
     expect(b.alloc(0, 'kernel')).toBe(0);

@@ -8,7 +8,9 @@
  * purpose (the purpose interned as a small integer; sequentially allocated 4 KiB pages of one
  * purpose coalesce too). There is no per-frame array anywhere. Each order also remembers its lowest
  * free block, so an allocation takes the head of its list without searching, and the hot paths
- * allocate no objects.
+ * allocate no objects. An order whose free list holds a single block keeps that block in a field
+ * instead of its map (see `lone`): carving a big block from its low end, as sequential order-0
+ * allocation does, only ever puts and takes such lone blocks, so it touches no free-list map.
  *
  * Policy, deterministic and explainable: take the smallest order that has a free block (as
  * `__rmqueue_smallest` does) and, within that order, the lowest address (our free lists are sorted,
@@ -88,11 +90,23 @@ export class BuddyAllocator {
   private readonly freeBlocks: number[] = [];
   /** The lowest free block of each order (the head of its list), -1 when the order has none. */
   private readonly lowest: number[] = [];
+  /**
+   * The free block of an order whose list holds that block only, -1 otherwise; `freeLists[o]` is
+   * empty while `lone[o]` is set, so the free blocks of order `o` are `freeLists[o]` plus
+   * `lone[o]`. Why: splitting a block for an order-0 allocation leaves exactly one free block on
+   * each lower order, and the next allocations take them again (a binary counter), so sequential
+   * allocation would otherwise pay a map insert and a map removal per page. Only the
+   * representation differs: every query answers as if the block were in the map.
+   */
+  private readonly lone: number[] = [];
   /** Allocated frames → `purposeId * CODE_STRIDE + order` of their block. */
   private readonly allocated = new NumberRangeMap();
   /** Interned purposes: id → name, name → id, and frames allocated per id. */
   private readonly purposeNames: string[] = [];
   private readonly purposeIds = new Map<string, number>();
+  /** The purpose {@link BuddyAllocator.codeOf} interned last and its id: callers allocate runs of one purpose. */
+  private lastPurpose: string | undefined;
+  private lastPurposeId = -1;
   private readonly usedById: number[] = [];
   /** One shared, frozen {@link AllocatedBlockInfo} per code, so lookups allocate nothing. */
   private readonly infos: Array<AllocatedBlockInfo | undefined> = [];
@@ -108,6 +122,7 @@ export class BuddyAllocator {
       this.freeLists.push(new NumberRangeMap());
       this.freeBlocks.push(0);
       this.lowest.push(-1);
+      this.lone.push(-1);
     }
     // memblock hands memory to the buddy allocator in the largest aligned blocks that fit
     // (memblock_free_pages → __free_pages_core); a size that is not a multiple of 1 GiB leaves a
@@ -151,7 +166,7 @@ export class BuddyAllocator {
   /** Runs stored across the free lists and the allocated map: the model's memory, not the host's. */
   get runCount(): number {
     let n = this.allocated.runCount;
-    for (const l of this.freeLists) n += l.runCount;
+    for (let o = 0; o <= MAX_ORDER; o++) n += this.freeLists[o]!.runCount + (this.lone[o]! >= 0 ? 1 : 0);
     return n;
   }
 
@@ -208,7 +223,7 @@ export class BuddyAllocator {
     let block = -1;
     for (; o <= MAX_ORDER; o++) {
       const s = alignDownTo(pfn, SIZE[o]!);
-      if (this.freeBlocks[o]! > 0 && this.freeLists[o]!.has(s)) {
+      if (this.freeBlocks[o]! > 0 && this.isFreeIn(o, s)) {
         block = s;
         break;
       }
@@ -249,7 +264,7 @@ export class BuddyAllocator {
       const buddy = buddyOf(block, o);
       // The buddy of a block at the end of a host whose size is not a multiple of 2^(o+1) lies
       // outside it: nothing to merge with (the kernel checks pfn_valid / zone span likewise).
-      if (buddy + SIZE[o]! > this.nrFrames || !this.freeLists[o]!.has(buddy)) break;
+      if (buddy + SIZE[o]! > this.nrFrames || !this.isFreeIn(o, buddy)) break;
       this.takeFree(buddy, o);
       if (buddy < block) block = buddy;
       o++;
@@ -311,7 +326,7 @@ export class BuddyAllocator {
 
   /** The order of the free block containing `pfn`, or `undefined` when `pfn` is not free. */
   freeOrderOf(pfn: number): number | undefined {
-    for (let o = 0; o <= MAX_ORDER; o++) if (this.freeLists[o]!.has(pfn)) return o;
+    for (let o = 0; o <= MAX_ORDER; o++) if (this.isFreeIn(o, pfn)) return o;
     return undefined;
   }
 
@@ -328,6 +343,9 @@ export class BuddyAllocator {
 
   /** Whether every frame of `[start, end)` is allocated. O(log n + runs). */
   isRangeAllocated(start: number, end: number): boolean {
+    // One lookup when a single run covers the range (a page, a folio): the common case, with no
+    // iterator; runs of different blocks may touch, so a shorter run still needs the scan.
+    if (start < end && start >= 0 && Number.isSafeInteger(start) && this.allocated.endOfRunAt(start) >= end) return true;
     return this.allocated.firstWithout(start, end) === undefined;
   }
 
@@ -339,7 +357,7 @@ export class BuddyAllocator {
   /** The free runs of `order` (each run a sequence of aligned free blocks of that order). */
   freeRuns(order: number): IterableIterator<{ start: number; end: number }> {
     checkOrder(order, 'freeRuns');
-    return this.freeLists[order]!.runs();
+    return this.freeRunsOf(order);
   }
 
   /** A snapshot of the accounting. */
@@ -376,8 +394,10 @@ export class BuddyAllocator {
       let blocks = 0;
       let head = -1;
       this.freeLists[o]!.checkInvariants();
+      const lone = this.lone[o]!;
+      if (lone >= 0 && this.freeLists[o]!.runCount !== 0) fail('free-list', `order ${o} keeps lone block ${lone} beside ${this.freeLists[o]!.runCount} runs`);
       let runs = 0;
-      for (const r of this.freeLists[o]!.runs()) {
+      for (const r of this.freeRunsOf(o)) {
         runs++;
         if (head < 0) head = r.start;
         if (r.value !== 1) fail('free-list', `free run [${r.start}, ${r.end}) of order ${o} holds ${r.value}`);
@@ -388,7 +408,7 @@ export class BuddyAllocator {
         if (o < MAX_ORDER) {
           for (let b = r.start; b < r.end; b += size) {
             const buddy = buddyOf(b, o);
-            if (buddy + size <= this.nrFrames && this.freeLists[o]!.has(buddy)) {
+            if (buddy + size <= this.nrFrames && this.isFreeIn(o, buddy)) {
               fail('coalesced', `free blocks ${b} and ${buddy} of order ${o} are buddies and were not merged`);
             }
           }
@@ -398,7 +418,8 @@ export class BuddyAllocator {
         pieces.push({ start: r.start, end: r.end, what: `free order ${o}` });
       }
       if (blocks !== this.freeBlocks[o]) fail('free-count', `order ${o}: ${blocks} free blocks, counter says ${this.freeBlocks[o]}`);
-      if (runs !== this.freeLists[o]!.runCount) fail('free-list', `order ${o}: ${this.freeLists[o]!.runCount} runs stored, ${runs} of them inside the host`);
+      const stored = this.freeLists[o]!.runCount + (lone >= 0 ? 1 : 0);
+      if (runs !== stored) fail('free-list', `order ${o}: ${stored} runs stored, ${runs} of them inside the host`);
       if (head !== this.lowest[o]) fail('free-head', `order ${o}: lowest free block is ${head}, the allocator remembers ${this.lowest[o]}`);
     }
     if (freeTotal !== this.freeCount) fail('free-count', `${freeTotal} frames free, counter says ${this.freeCount}`);
@@ -440,10 +461,33 @@ export class BuddyAllocator {
 
   // ---- internals ----
 
+  /** Whether `x` lies in a free block of `order` (the map's `has`, lone block included). */
+  private isFreeIn(order: number, x: number): boolean {
+    const l = this.lone[order]!;
+    // Number.isInteger: a malformed frame must still reach the map's EINVAL below.
+    if (l >= 0 && x >= l && x < l + SIZE[order]! && Number.isInteger(x)) return true;
+    return this.freeLists[order]!.has(x);
+  }
+
+  /** The free runs of `order`, lone block included, as the map would hold them. */
+  private *freeRunsOf(order: number): IterableIterator<{ start: number; end: number; value: number }> {
+    const l = this.lone[order]!;
+    if (l >= 0) yield { start: l, end: l + SIZE[order]!, value: 1 };
+    else yield* this.freeLists[order]!.runs();
+  }
+
   /** Removes the free block `block` of `order`, keeping the order's lowest-block hint exact. */
   private takeFree(block: number, order: number): void {
-    const list = this.freeLists[order]!;
     const size = SIZE[order]!;
+    if (this.lone[order] === block) {
+      // The order's only free block: its list is empty now.
+      this.lone[order] = -1;
+      this.freeBlocks[order] = 0;
+      this.freeCount -= size;
+      this.lowest[order] = -1;
+      return;
+    }
+    const list = this.freeLists[order]!;
     const end = block + size;
     // Looked up before the change: the clear below finds `block` in the map's lookup memo.
     const runEnd = block === this.lowest[order] ? list.endOfRunAt(block) : -1;
@@ -457,9 +501,21 @@ export class BuddyAllocator {
   }
 
   private putFree(block: number, order: number): void {
-    this.freeLists[order]!.set(block, block + SIZE[order]!, 1);
+    const size = SIZE[order]!;
+    if (this.freeBlocks[order] === 0) {
+      this.lone[order] = block;
+    } else {
+      // A second block: both go to the map (the first one from `lone`, if it was there).
+      const list = this.freeLists[order]!;
+      const l = this.lone[order]!;
+      if (l >= 0) {
+        this.lone[order] = -1;
+        list.set(l, l + size, 1);
+      }
+      list.set(block, block + size, 1);
+    }
     this.freeBlocks[order]!++;
-    this.freeCount += SIZE[order]!;
+    this.freeCount += size;
     const low = this.lowest[order]!;
     if (low < 0 || block < low) this.lowest[order] = block;
   }
@@ -472,6 +528,7 @@ export class BuddyAllocator {
 
   /** The allocated map's value for a block of `order` and `purpose`, interning the purpose. */
   private codeOf(order: number, purpose: string): number {
+    if (purpose === this.lastPurpose) return this.lastPurposeId * CODE_STRIDE + order;
     let id = this.purposeIds.get(purpose);
     if (id === undefined) {
       id = this.purposeNames.length;
@@ -479,6 +536,8 @@ export class BuddyAllocator {
       this.purposeIds.set(purpose, id);
       this.usedById.push(0);
     }
+    this.lastPurpose = purpose;
+    this.lastPurposeId = id;
     return id * CODE_STRIDE + order;
   }
 

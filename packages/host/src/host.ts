@@ -171,7 +171,7 @@ export class Host implements HostMemoryView {
    * order that has a free block. ENOMEM when none can be formed (nothing changes). Contents are
    * whatever the pages last held unless `zero` is set.
    */
-  allocPages(order: number, purpose: PagePurpose, options: AllocOptions = {}): Pfn {
+  allocPages(order: number, purpose: PagePurpose, options?: AllocOptions): Pfn {
     const p = this.buddy.alloc(order, purpose);
     this.afterAlloc(p, order, purpose, options);
     return p;
@@ -181,7 +181,7 @@ export class Host implements HostMemoryView {
    * Allocates the specific block `[pfn, pfn + 2^order)` (alloc_contig_range). EBUSY when any page
    * of it is in use, EINVAL when unaligned or outside the host; nothing changes then.
    */
-  allocPagesAt(pfn: number, order: number, purpose: PagePurpose, options: AllocOptions = {}): Pfn {
+  allocPagesAt(pfn: number, order: number, purpose: PagePurpose, options?: AllocOptions): Pfn {
     const p = this.buddy.allocAt(pfn, order, purpose);
     this.afterAlloc(p, order, purpose, options);
     return p;
@@ -580,9 +580,10 @@ export class Host implements HostMemoryView {
     if (this.sim !== undefined && units > 0) this.sim.charge(name, units);
   }
 
-  private afterAlloc(p: Pfn, order: number, purpose: PagePurpose, options: AllocOptions): void {
+  /** `options` may be absent (no `= {}` default: that would build an object per allocation). */
+  private afterAlloc(p: Pfn, order: number, purpose: PagePurpose, options: AllocOptions | undefined): void {
     this.charge('host.page_alloc', 1);
-    if (options.zero === true) {
+    if (options?.zero === true) {
       this.store.zero(p, p + 2 ** order);
       this.charge('host.page_zero', 2 ** order);
     }

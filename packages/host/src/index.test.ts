@@ -11,6 +11,7 @@ describe('@cocokit/host entry', () => {
         'HOST_COSTS',
         'HOST_COST_OWNER',
         'Host',
+        'MADV',
         'MAP',
         'MAX_ORDER',
         'MMAP_BASE',

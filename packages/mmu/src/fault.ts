@@ -16,7 +16,7 @@ import { KvmError, gfn as toGfn, isKvmError, pfn as toPfn, uapi, type Access, ty
 import type { Memslot } from '@cocokit/memslot';
 import { maxMappingLevel, orderLevel } from './max-level.js';
 import type { Mmu } from './mmu.js';
-import { ENTRY_SPAN, SPTE, encodeLeaf, leafFlags, leafPfn, type ZapCount } from './page-table.js';
+import { ENTRY_SPAN, SPTE, encodeLeaf, leafFlags, leafPfn } from './page-table.js';
 import type { FaultOutcome, FaultRequest, MmuExit } from './types.js';
 
 /** A fault between its two halves: the pfn is resolved and, for hva memory, referenced. */
@@ -53,18 +53,17 @@ const PAGE = 4096;
 /** kvm_mmu_do_page_fault's classification, then {@link beginClassified}. */
 export function beginFault(mmu: Mmu, req: FaultRequest): FaultOutcome | PendingFault {
   const arch = mmu.arch;
-  let gfn: number;
-  let isPrivate: boolean;
   if (arch?.classifyFault !== undefined) {
     const c = arch.classifyFault(req.encrypted === undefined ? { gpa: req.gpa, access: req.access } : { gpa: req.gpa, access: req.access, encrypted: req.encrypted });
-    gfn = c.gfn;
-    isPrivate = c.private;
-  } else {
-    gfn = Math.floor(req.gpa / PAGE);
-    // SW_PROTECTED: the access is private iff the gfn is private now (kvm_mem_is_private).
-    isPrivate = mmu.privateMem && mmu.isPrivateGfn(gfn, mmu.memslots.lookup(gfn, mmu.asId));
+    return beginClassified(mmu, { gpa: req.gpa, gfn: c.gfn, access: req.access, private: c.private, prefault: false });
   }
-  return beginClassified(mmu, { gpa: req.gpa, gfn, access: req.access, private: isPrivate, prefault: false });
+  const gfn = Math.floor(req.gpa / PAGE);
+  // SW_PROTECTED: the access is private iff the gfn is private now (kvm_mem_is_private). Nothing
+  // runs between this and the first half's own check, so the slot found here is handed on and the
+  // private/shared mismatch check is skipped: it would ask the same question of the same state.
+  const slot = mmu.memslots.lookup(gfn, mmu.asId);
+  const isPrivate = mmu.privateMem && mmu.isPrivateGfn(gfn, slot);
+  return faultIn(mmu, { gpa: req.gpa, gfn, access: req.access, private: isPrivate, prefault: false }, slot, true);
 }
 
 /** kvm_prepare_memory_fault_exit: gpa of the faulting page, size 4K (x86), PRIVATE if the access was. */
@@ -103,16 +102,24 @@ function retry(mmu: Mmu, f: ClassifiedFault, reason: 'invalidation' | 'invalid-s
 
 /** The first half for an already classified fault (kvm_mmu_faultin_pfn, as of 6.18). */
 export function beginClassified(mmu: Mmu, f: ClassifiedFault): FaultOutcome | PendingFault {
+  return faultIn(mmu, f, mmu.memslots.lookup(f.gfn, mmu.asId), false);
+}
+
+/**
+ * {@link beginClassified} with the memslot of `f.gfn` already looked up. `privateChecked`: the
+ * caller derived `f.private` from `isPrivateGfn(f.gfn, slot)` itself with nothing in between, so
+ * the private/shared mismatch check would ask the same question of the same state.
+ */
+function faultIn(mmu: Mmu, f: ClassifiedFault, slot: Memslot | undefined, privateChecked: boolean): FaultOutcome | PendingFault {
   mmu.sim.charge('mmu.fault');
   if (f.private) mmu.stats.faults.private++;
   else mmu.stats.faults.shared++;
   if (mmu.bugged !== undefined) return error(mmu, f, 'EIO', `the VM is dead: ${mmu.bugged}`);
   const gfn = f.gfn;
-  const slot = mmu.memslots.lookup(gfn, mmu.asId);
   // 1. Snapshot the sequence before anything that an invalidation could change.
   const mmuSeq = mmu.seq.seq;
   // 2. Private vs shared, after the snapshot: attribute changes run inside an invalidation.
-  if (f.private !== mmu.isPrivateGfn(gfn, slot)) return exit(mmu, f, memoryFaultExit(gfn, f.private, 'EFAULT'), 'memoryFault');
+  if (!privateChecked && f.private !== mmu.isPrivateGfn(gfn, slot)) return exit(mmu, f, memoryFaultExit(gfn, f.private, 'EFAULT'), 'memoryFault');
   // 3. No memslot: kvm_handle_noslot_fault → emulate as MMIO.
   if (slot === undefined) return exit(mmu, f, { reason: 'MMIO', exitReason: uapi.KVM_EXIT_MMIO, phys: f.gpa, isWrite: f.access === 'write' }, 'mmio');
   // 4. A slot being deleted or moved: retry until the new layout is in (pre-fault: EAGAIN).
@@ -214,7 +221,10 @@ function mapLocked(mmu: Mmu, p: PendingFault): FaultOutcome {
       return { kind: 'mapped', gfn: p.gfn, pfn: toPfn(p.pfn), level, private: p.private, writable: (oldFlags & SPTE.WRITABLE) !== 0, spurious: true };
     }
   }
-  const zapped: ZapCount = { byLevel: [0, 0, 0], tablesFreed: 0 };
+  // One scratch count per MMU, reset here: a map never nests in another one of the same MMU.
+  const zapped = mmu.mapZapped;
+  zapped.byLevel[0] = zapped.byLevel[1] = zapped.byLevel[2] = 0;
+  zapped.tablesFreed = 0;
   let r;
   try {
     r = pt.map(base, level, encodeLeaf(basePfn, flags), zapped);

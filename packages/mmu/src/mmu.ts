@@ -13,7 +13,7 @@ import { beginFault, finishFault, type PendingFault } from './fault.js';
 import { InvalidationSeq } from './invalidation.js';
 import { checkMmuInvariants } from './invariants.js';
 import { subscribeAll } from './notifiers.js';
-import { PageTable, ROOT_LEVEL, type LeafSpte, type PrivateTableHooks, type ZapFilter } from './page-table.js';
+import { PageTable, ROOT_LEVEL, type LeafSpte, type PrivateTableHooks, type ZapCount, type ZapFilter } from './page-table.js';
 import { preFaultMemory, type PreFaultOptions } from './prefault.js';
 import { createMmuStats, type MmuStats } from './stats.js';
 import type { FaultOutcome, FaultRequest, HugepageRecovery, MmuOptions, PrivateTracking } from './types.js';
@@ -59,6 +59,8 @@ export class Mmu {
   readonly lock: RwLock;
   /** Set when a private-table removal failed for good (KVM_BUG_ON → the VM is dead): faults fail EIO. */
   bugged: string | undefined;
+  /** @internal What the fault path's `PageTable.map` zapped on its way (reset per map, reused so a fault allocates no count). */
+  readonly mapZapped: ZapCount = { byLevel: [0, 0, 0], tablesFreed: 0 };
   private readonly unsubscribe: () => void;
 
   constructor(options: MmuOptions) {

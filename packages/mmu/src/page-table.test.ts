@@ -36,6 +36,24 @@ describe('PageTable', () => {
     expect(pt.checkStructure()).toBeUndefined();
   });
 
+  it('a leaf table freed by a zap is not found again: the next 4K map builds a new one', () => {
+    const src = pages();
+    const pt = new PageTable(src);
+    pt.map(5, 0, encodeLeaf(50, W));
+    pt.map(6, 0, encodeLeaf(60, W));
+    pt.zap(0, 512, 'both', zc()); // the tables empty and go back to the host, root aside
+    expect(pt.tablePages).toBe(1);
+    expect(pt.leafLevel(5)).toBe(-1);
+    pt.map(7, 0, encodeLeaf(70, W));
+    expect(pt.lookup(7)).toMatchObject({ level: 0, pfn: 70 });
+    expect(pt.lookup(6)).toBeUndefined();
+    // A 2M leaf over the same range replaces the table; 4K lookups there find the huge leaf.
+    pt.map(0, 1, encodeLeaf(1024, W), zc());
+    expect(pt.lookup(7)).toMatchObject({ level: 1, pfn: 1031 });
+    expect(src.live.size).toBe(pt.tablePages);
+    expect(pt.checkStructure()).toBeUndefined();
+  });
+
   it('zaps partial and whole ranges, a huge leaf partly inside goes whole, empty tables are freed', () => {
     const src = pages();
     const pt = new PageTable(src);

@@ -122,6 +122,12 @@ export class PageTable {
   onBug: (reason: string) => void = () => undefined;
 
   private readonly levels: Array<Map<number, Table>>;
+  /**
+   * The level-0 table found last and its key (-1: none): faults and maps walk gfn after gfn, 512
+   * of them per leaf table, so most 4K lookups skip the Map. Dropped when that table is freed.
+   */
+  private lastKey0 = -1;
+  private lastTable0: Table | undefined;
   private readonly pages: TablePageSource;
   private readonly hooks: PrivateTableHooks | undefined;
   private readonly root: Table;
@@ -151,15 +157,18 @@ export class PageTable {
       for (const t of m.values()) this.pages.free(t.hostPfn);
       m.clear();
     }
+    this.lastKey0 = -1;
+    this.lastTable0 = undefined;
     this.leafCount.fill(0);
   }
 
   /**
    * The level of the leaf mapping `gfn`, or -1 when none does; the leaf's value is left in
-   * {@link PageTable.found}. The 4K case costs one Map lookup.
+   * {@link PageTable.found}. The 4K case costs one Map lookup, none while `gfn` stays in the leaf
+   * table found last.
    */
   leafLevel(gfn: number): number {
-    const t0 = this.levels[0]!.get(Math.floor(gfn / 512));
+    const t0 = this.table0(Math.floor(gfn / 512));
     if (t0 !== undefined) {
       const v = t0.ptes[gfn % 512]!;
       if (v === 0) return -1;
@@ -207,7 +216,7 @@ export class PageTable {
     if (!(gfn >= 0 && gfn < GFN_LIMIT)) throw new KvmError('EINVAL', 'kvm_tdp_mmu_map', `gfn ${gfn} is beyond the 4-level table's 48-bit limit`);
     let t: Table;
     if (level === 0) {
-      const t0 = this.levels[0]!.get(Math.floor(gfn / 512));
+      const t0 = this.table0(Math.floor(gfn / 512));
       if (t0 !== undefined) return this.setLeaf(t0, gfn % 512, gfn, 0, value, zapped);
     }
     t = this.root;
@@ -463,6 +472,17 @@ export class PageTable {
     return undefined;
   }
 
+  /** The level-0 table with `key`, through the last-table cache. */
+  private table0(key: number): Table | undefined {
+    if (key === this.lastKey0) return this.lastTable0;
+    const t = this.levels[0]!.get(key);
+    if (t !== undefined) {
+      this.lastKey0 = key;
+      this.lastTable0 = t;
+    }
+    return t;
+  }
+
   private newTable(level: number, key: number): Table {
     const t: Table = { ptes: new Float64Array(PTES_PER_TABLE), hostPfn: this.pages.alloc(), present: 0 };
     this.levels[level]!.set(key, t);
@@ -470,6 +490,10 @@ export class PageTable {
   }
 
   private freeTable(level: number, key: number, t: Table): void {
+    if (t === this.lastTable0) {
+      this.lastKey0 = -1;
+      this.lastTable0 = undefined;
+    }
     this.levels[level]!.delete(key);
     this.pages.free(t.hostPfn);
   }
