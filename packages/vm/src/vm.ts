@@ -213,76 +213,91 @@ export class Vm<T extends string = string> {
     this.capabilities = this.arch?.capabilities ?? init.capabilities;
     const privateMem = this.capabilities.privateMem;
 
-    const ext = init.extensions;
-    for (const e of ext) this.slotStates.set(e.name, new WeakMap());
-    this.gmem = createGmemVm({
-      host: init.host,
-      sim: init.sim,
-      privateMem,
-      proposals: { ...init.proposals, memoryAttributes2: init.inPlaceConversion || init.proposals.memoryAttributes2 === true },
-      ...(init.hugePolicy === undefined ? {} : { hugePolicy: init.hugePolicy }),
-      ...(this.arch === undefined ? {} : { arch: bindGmemHooks(this.arch) }),
-    });
-    this.memslots = new Memslots({
-      hasPrivateMem: privateMem,
-      // KVM_MEM_READONLY: x86 has it; TDX/SNP refuse read-only slots only with guest_memfd.
-      readonlyMem: true,
-      nrAddressSpaces: privateMem ? 1 : 2,
-      supportedAttributes: privateMem ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
-      binder: this.gmem.binder,
-      vmToken: this.gmem.vmToken,
-      sim: init.sim,
-      slotsLockName: `slots_lock/vm${init.id}`,
-      extensionFlags: ext.flatMap((e) => e.memslotFlags ?? []),
-    });
-    const hooks = ext.length > 0 ? (f: FaultView) => this.beforeMap(f) : undefined;
+    // From here on, a refusal undoes what was made, the arch last: no half-made VM.
+    const undo: Array<() => void> = [];
     try {
-      this.mmu = createMmu({
-        sim: init.sim,
+      const ext = init.extensions;
+      for (const e of ext) this.slotStates.set(e.name, new WeakMap());
+      this.gmem = createGmemVm({
         host: init.host,
+        sim: init.sim,
+        privateMem,
+        proposals: { ...init.proposals, memoryAttributes2: init.inPlaceConversion || init.proposals.memoryAttributes2 === true },
+        ...(init.hugePolicy === undefined ? {} : { hugePolicy: init.hugePolicy }),
+        ...(this.arch === undefined ? {} : { arch: bindGmemHooks(this.arch) }),
+      });
+      this.memslots = new Memslots({
+        hasPrivateMem: privateMem,
+        // KVM_MEM_READONLY: x86 has it; TDX/SNP refuse read-only slots only with guest_memfd.
+        readonlyMem: true,
+        nrAddressSpaces: privateMem ? 1 : 2,
+        supportedAttributes: privateMem ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+        binder: this.gmem.binder,
+        vmToken: this.gmem.vmToken,
+        sim: init.sim,
+        slotsLockName: `slots_lock/vm${init.id}`,
+        extensionFlags: ext.flatMap((e) => e.memslotFlags ?? []),
+      });
+      const hooks = ext.length > 0 ? (f: FaultView) => this.beforeMap(f) : undefined;
+      this.mmu = createMmu({
+          sim: init.sim,
+          host: init.host,
+          memslots: this.memslots,
+          gmem: this.gmem,
+          process: init.process,
+          ...(this.arch === undefined ? {} : { arch: this.arch }),
+          ...(init.hugepageRecovery === undefined ? {} : { hugepageRecovery: init.hugepageRecovery }),
+          ...(hooks === undefined ? {} : { beforeMap: hooks }),
+        });
+      undo.push(() => this.mmu.destroy());
+      late.mmu = this.mmu;
+      const hostAccess = this.arch?.hostAccess;
+      this.removeHostCheck = hostAccess === undefined ? undefined : init.host.addHostAccessCheck((pfn, write) => hostAccess.call(this.arch, pfn, write));
+      if (this.removeHostCheck !== undefined) undo.push(this.removeHostCheck);
+      this.conversions = new ConversionEngine({
+        sim: init.sim,
         memslots: this.memslots,
-        gmem: this.gmem,
+        arch: this.arch,
         process: init.process,
-        ...(this.arch === undefined ? {} : { arch: this.arch }),
-        ...(init.hugepageRecovery === undefined ? {} : { hugepageRecovery: init.hugepageRecovery }),
-        ...(hooks === undefined ? {} : { beforeMap: hooks }),
+        fileOf: (slot) => this.fileOf(slot),
+      });
+      this.kernelDriver = this.arch?.guestKernel !== undefined ? archGuestKernel(this.arch.guestKernel) : builtinGuestKernel(privateMem);
+      for (const e of ext) {
+        const instance = e.setup({
+          vm: this as Vm,
+          sim: init.sim,
+          slotState: (slot) => this.slotStates.get(e.name)!.get(slot),
+        });
+        this.extensionInstances.set(e.name, instance);
+      }
+      this.offSlots = this.memslots.subscribe({
+        afterChange: (change: MemslotChange) => {
+          for (const e of ext) {
+            const inst = this.extensionInstances.get(e.name)!;
+            const states = this.slotStates.get(e.name)!;
+            if (change.new !== undefined && inst.createSlotState !== undefined) {
+              const prev = change.old === undefined ? undefined : states.get(change.old);
+              states.set(change.new, prev !== undefined && change.kind === 'flags' ? prev : inst.createSlotState(change.new));
+            }
+            inst.onSlotChange?.(change);
+          }
+        },
       });
     } catch (e) {
-      this.arch?.destroy?.();
+      for (const u of undo.reverse()) {
+        try {
+          u();
+        } catch {
+          // Undo is best effort; the original refusal is what the caller must see.
+        }
+      }
+      try {
+        this.arch?.destroy?.();
+      } catch {
+        // As above.
+      }
       throw e;
     }
-    late.mmu = this.mmu;
-    const hostAccess = this.arch?.hostAccess;
-    this.removeHostCheck = hostAccess === undefined ? undefined : init.host.addHostAccessCheck((pfn, write) => hostAccess.call(this.arch, pfn, write));
-    this.conversions = new ConversionEngine({
-      sim: init.sim,
-      memslots: this.memslots,
-      arch: this.arch,
-      process: init.process,
-      fileOf: (slot) => this.fileOf(slot),
-    });
-    this.kernelDriver = this.arch?.guestKernel !== undefined ? archGuestKernel(this.arch.guestKernel) : builtinGuestKernel(privateMem);
-    for (const e of ext) {
-      const instance = e.setup({
-        vm: this as Vm,
-        sim: init.sim,
-        slotState: (slot) => this.slotStates.get(e.name)!.get(slot),
-      });
-      this.extensionInstances.set(e.name, instance);
-    }
-    this.offSlots = this.memslots.subscribe({
-      afterChange: (change: MemslotChange) => {
-        for (const e of ext) {
-          const inst = this.extensionInstances.get(e.name)!;
-          const states = this.slotStates.get(e.name)!;
-          if (change.new !== undefined && inst.createSlotState !== undefined) {
-            const prev = change.old === undefined ? undefined : states.get(change.old);
-            states.set(change.new, prev !== undefined && change.kind === 'flags' ? prev : inst.createSlotState(change.new));
-          }
-          inst.onSlotChange?.(change);
-        }
-      },
-    });
   }
 
   // ------------------------------------------------------------------------------------------

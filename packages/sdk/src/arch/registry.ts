@@ -61,6 +61,8 @@ export interface ArchRegistry {
   unregister(plugin: ArchPlugin | string): boolean;
   /** The registered plugin serving `vmType`, without importing anything. */
   get(vmType: string): ArchPlugin | undefined;
+  /** The VM types registered now (in process or already resolved), sorted. */
+  types(): string[];
   /**
    * The plugin serving `vmType`: from the registry, else from `@cocokit/arch-<type>`, else from
    * `cocokit-arch-<type>`; an imported plugin is validated and registered (so later calls are cheap).
@@ -267,6 +269,7 @@ export function createArchRegistry(): ArchRegistry {
     register: (plugin) => register(plugin),
     unregister,
     get: (vmType) => byType.get(vmType),
+    types: () => [...byType.keys()].sort(),
     resolve,
     list,
   };
