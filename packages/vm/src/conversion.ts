@@ -68,6 +68,8 @@ export interface ConversionHost {
   readonly process: HostProcess;
   /** The guest_memfd file a slot is bound to, and the slot's first page in it. */
   fileOf(slot: Memslot): { file: GuestMemfd; pgoff: number } | undefined;
+  /** Whether KVM_SET_MEMORY_ATTRIBUTES2 exists (the gmem_in_place_conversion module parameter). */
+  inPlace(): boolean;
 }
 
 /** One memslot's share of a range. */
@@ -130,6 +132,10 @@ export class ConversionEngine {
     const end = start + size / PAGE;
     const pieces = this.pieces(start, end);
     if (req.path === 'in-place') {
+      if (!this.vm.inPlace()) {
+        this.stats.refused++;
+        throw new KvmError('ENOTTY', op, 'in-place conversion (gmem_in_place_conversion) is off');
+      }
       let covered = start;
       for (const p of pieces) {
         if (p.start !== covered || this.vm.fileOf(p.slot) === undefined) break;
@@ -169,7 +175,12 @@ export class ConversionEngine {
     this.stats.pagesConverted += end - start;
     const sim = this.vm.sim;
     if (sim.trace.enabled) sim.trace.emit('vm.convert', { gfn: start, npages: end - start, private: toPrivate, path: req.path });
-    if (req.path === 'attributes') this.discard(pieces, toPrivate, req.discard ?? 'none');
+    if (req.path === 'attributes') {
+      // The copy the range uses now must not be discarded by a request queued before the flip,
+      // whatever this conversion's own policy.
+      for (const p of pieces) this.cancelQueued(p, toPrivate);
+      this.discard(pieces, toPrivate, req.discard ?? 'none');
+    }
   }
 
   /** Issues every queued lazy discard now; returns the pages discarded. */
@@ -218,14 +229,18 @@ export class ConversionEngine {
     }
   }
 
-  private queue(p: Piece, toPrivate: boolean): void {
-    const [add, cancel] = toPrivate ? [this.pendingShared, this.pendingPrivate] : [this.pendingPrivate, this.pendingShared];
+  /** Takes `p` out of the queued discards of the side that `toPrivate` makes live again. */
+  private cancelQueued(p: Piece, toPrivate: boolean): void {
+    const cancel = toPrivate ? this.pendingPrivate : this.pendingShared;
     const cancelled = cancel.count(p.start, p.end);
-    if (cancelled > 0) {
-      cancel.clear(p.start, p.end);
-      this.pendingPages -= cancelled;
-      this.stats.lazyCancelledPages += cancelled;
-    }
+    if (cancelled === 0) return;
+    cancel.clear(p.start, p.end);
+    this.pendingPages -= cancelled;
+    this.stats.lazyCancelledPages += cancelled;
+  }
+
+  private queue(p: Piece, toPrivate: boolean): void {
+    const add = toPrivate ? this.pendingShared : this.pendingPrivate;
     const already = add.count(p.start, p.end);
     add.set(p.start, p.end, true);
     this.pendingPages += p.end - p.start - already;

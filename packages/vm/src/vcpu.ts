@@ -32,6 +32,8 @@ export interface VcpuHost {
   readonly arch: ArchVm | undefined;
   readonly privateMem: boolean;
   readonly sharedGpaBit: number | undefined;
+  /** Whether the VM was destroyed (its vCPUs can no longer run). */
+  destroyed(): boolean;
   /** Why the VM is dead (KVM_BUG_ON), if it is. */
   deadReason(): string | undefined;
   /** Whether userspace enabled the KVM_HC_MAP_GPA_RANGE exit (KVM_CAP_EXIT_HYPERCALL). */
@@ -119,6 +121,7 @@ export class Vcpu {
    */
   step(): VcpuExit | undefined {
     const vm = this.vm;
+    if (vm.destroyed()) throw new KvmError('EBADF', 'KVM_RUN', `vCPU ${this.id}'s VM was destroyed`);
     const dead = vm.deadReason();
     if (dead !== undefined) return this.finish({ reason: 'RUN_ERROR', errno: 'EIO', message: `the VM is dead: ${dead}` });
     if (this.program === undefined) throw new KvmError('ENOEXEC', 'KVM_RUN', `vCPU ${this.id} has no guest program (setProgram / vm.createVcpu(id, program))`);

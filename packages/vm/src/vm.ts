@@ -110,11 +110,14 @@ export class VmGuestMemfd {
    * `[offset, offset + size)`, through the VM's conversion engine (arch hooks around it).
    */
   setMemoryAttributes2(req: KvmMemoryAttributes2): void {
+    // The module parameter first: a refused ioctl must not have run the arch's beforeConvert.
+    if (!this.vm.gmem.proposals.memoryAttributes2) throw new KvmError('ENOTTY', 'KVM_SET_MEMORY_ATTRIBUTES2', 'in-place conversion (gmem_in_place_conversion) is off');
     this.vm.convertFile(this.file, req.offset, req.size, () => this.file.setMemoryAttributes2(req), req.attributes);
   }
 
   /** PROPOSED-CONV-v2 KVM_GMEM_CONVERT_SHARED: the first generation's name for the same conversion. */
   convertShared(req: { offset: number; size: number; error_offset?: number }): number {
+    if (!this.vm.gmem.proposals.gmemConvert) throw new KvmError('ENOTTY', 'KVM_GMEM_CONVERT_SHARED', 'the KVM_GMEM_CONVERT_* ioctls (conversion RFC v2) are not enabled');
     let r = 0;
     this.vm.convertFile(this.file, req.offset, req.size, () => (r = this.file.convertShared(req)), 0);
     return r;
@@ -122,6 +125,7 @@ export class VmGuestMemfd {
 
   /** PROPOSED-CONV-v2 KVM_GMEM_CONVERT_PRIVATE. */
   convertPrivate(req: { offset: number; size: number; error_offset?: number }): number {
+    if (!this.vm.gmem.proposals.gmemConvert) throw new KvmError('ENOTTY', 'KVM_GMEM_CONVERT_PRIVATE', 'the KVM_GMEM_CONVERT_* ioctls (conversion RFC v2) are not enabled');
     let r = 0;
     this.vm.convertFile(this.file, req.offset, req.size, () => (r = this.file.convertPrivate(req)), uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE);
     return r;
@@ -260,6 +264,7 @@ export class Vm<T extends string = string> {
         arch: this.arch,
         process: init.process,
         fileOf: (slot) => this.fileOf(slot),
+        inPlace: () => this.gmem.proposals.memoryAttributes2,
       });
       this.kernelDriver = this.arch?.guestKernel !== undefined ? archGuestKernel(this.arch.guestKernel) : builtinGuestKernel(privateMem);
       for (const e of ext) {
@@ -343,11 +348,13 @@ export class Vm<T extends string = string> {
     this.checkAlive('KVM_ENABLE_CAP');
     const c = Number(cap.cap);
     if (c === uapi.KVM_CAP_EXIT_HYPERCALL) {
-      const mask = Number(cap.args?.[0] ?? 0);
-      if ((mask & ~(1 << uapi.KVM_HC_MAP_GPA_RANGE)) !== 0 || Number(cap.flags ?? 0) !== 0) {
-        throw new KvmError('EINVAL', 'KVM_ENABLE_CAP', `KVM_CAP_EXIT_HYPERCALL args[0] 0x${mask.toString(16)} has hypercalls that cannot exit`);
+      // args[0] is a u64: compare as one (`&` on a number would keep only its low 32 bits).
+      const raw = cap.args?.[0] ?? 0;
+      const mask = typeof raw === 'bigint' ? raw : Number.isSafeInteger(raw) ? BigInt(raw) : -1n;
+      if (mask < 0n || (mask & ~BigInt(1 << uapi.KVM_HC_MAP_GPA_RANGE)) !== 0n || Number(cap.flags ?? 0) !== 0) {
+        throw new KvmError('EINVAL', 'KVM_ENABLE_CAP', `KVM_CAP_EXIT_HYPERCALL args[0] ${String(raw)} has hypercalls that cannot exit`);
       }
-      this.enabledCaps.set(c, mask);
+      this.enabledCaps.set(c, Number(mask));
       return;
     }
     if (c === uapi.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) {
@@ -605,6 +612,7 @@ export class Vm<T extends string = string> {
       arch: this.arch,
       privateMem: this.capabilities.privateMem,
       sharedGpaBit: this.capabilities.sharedGpaBit,
+      destroyed: () => this.destroyed,
       deadReason: () => this.deadReason,
       hypercallExitEnabled: hypercallExit,
       inGuestOp: <R>(vcpu: number, f: () => R): R => {
