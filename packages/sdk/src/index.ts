@@ -143,6 +143,7 @@ export type {
   TableLevel,
 } from './arch/contract.js';
 export { ARCH_NAME_PATTERN, defineArchPlugin, isArchName, validateArchPlugin } from './arch/define.js';
+export { ARCH_VM_HOOKS, archCapabilitiesProblem, archVmProblem, archVmShapeProblem } from './arch/validate-vm.js';
 export { ARCH_PLUGIN_ERROR_CODES, ArchPluginError, isArchPluginError } from './arch/errors.js';
 export type { ArchLookupAttempt, ArchPluginErrorCode, ArchPluginErrorInit } from './arch/errors.js';
 export { DEPENDENCY_FIELDS, discoverArchPackages } from './arch/discovery.js';

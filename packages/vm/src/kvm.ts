@@ -5,6 +5,7 @@
  */
 import {
   ArchPluginError,
+  archVmProblem,
   KvmError,
   createSim,
   defaultArchRegistry,
@@ -273,52 +274,4 @@ export class Kvm {
     this.vms.add(vm as Vm);
     return vm;
   }
-}
-
-const HOOKS = [
-  'classifyFault',
-  'gmemPrepare',
-  'gmemInvalidate',
-  'maxMappingLevel',
-  'populate',
-  'linkPrivateTable',
-  'setPrivateSpte',
-  'removePrivateSpte',
-  'splitPrivateSpte',
-  'hostAccess',
-  'beforeConvert',
-  'afterConvert',
-  'finalize',
-  'checkInvariants',
-  'guestAccess',
-  'completeExit',
-  'destroy',
-] as const;
-
-/**
- * What is wrong with what a plugin's createVm returned, or undefined: the capability fields the
- * core reads, every hook present is a function, a mirror root comes with its table hooks, a guest
- * kernel has its three members. The conformance kit checks the same at the plugin's own tests;
- * here it keeps a broken plugin from failing later, deep inside a hook.
- */
-function archVmProblem(arch: unknown): string | undefined {
-  if (typeof arch !== 'object' || arch === null) return 'not an object';
-  const a = arch as Record<string, unknown>;
-  const c = a['capabilities'] as Record<string, unknown> | undefined;
-  if (typeof c !== 'object' || c === null) return 'no capabilities';
-  for (const f of ['privateMem', 'privateByDefault', 'mirrorRoot', 'inPlaceConversion'] as const) {
-    if (typeof c[f] !== 'boolean') return `capabilities.${f} is not a boolean`;
-  }
-  if (c['maxPrivateLevel'] !== 0 && c['maxPrivateLevel'] !== 1 && c['maxPrivateLevel'] !== 2) return 'capabilities.maxPrivateLevel is not 0, 1 or 2';
-  if (c['privateByDefault'] === true && c['privateMem'] !== true) return 'capabilities.privateByDefault without privateMem';
-  for (const h of HOOKS) if (a[h] !== undefined && typeof a[h] !== 'function') return `${h} is not a function`;
-  if (c['mirrorRoot'] === true) {
-    for (const h of ['linkPrivateTable', 'setPrivateSpte', 'removePrivateSpte'] as const) if (typeof a[h] !== 'function') return `a mirror root needs ${h}`;
-  }
-  const k = a['guestKernel'];
-  if (k !== undefined) {
-    if (typeof k !== 'object' || k === null) return 'guestKernel is not an object';
-    for (const m of ['convert', 'accept', 'isUnaccepted'] as const) if (typeof (k as Record<string, unknown>)[m] !== 'function') return `guestKernel.${m} is not a function`;
-  }
-  return undefined;
 }

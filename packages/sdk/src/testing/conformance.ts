@@ -17,6 +17,7 @@ import type { CostName, Sim } from '../sim/types.js';
 import { gfn as toGfn, pfn as toPfn, type PageOrder } from '../units.js';
 import type { ArchExit, ArchPlugin, ArchResult, ArchVm, ArchVmContext, HostFault, TableLevel } from '../arch/contract.js';
 import { validateArchPlugin } from '../arch/define.js';
+import { archCapabilitiesProblem, archVmShapeProblem } from '../arch/validate-vm.js';
 import { createTestHostMemory, type TestHostMemory } from './host-memory.js';
 
 /** The checks of the kit, by id. */
@@ -205,23 +206,6 @@ function invariants(s: ConformanceSubject, check: ConformanceCheckId, t: ArchTes
   if (t.vm.checkInvariants) guarded(s, check, `checkInvariants ${when}`, () => t.vm.checkInvariants?.());
 }
 
-/** The hooks of {@link ArchVm}, which must be functions when present. */
-const HOOKS = [
-  'classifyFault',
-  'gmemPrepare',
-  'gmemInvalidate',
-  'maxMappingLevel',
-  'populate',
-  'linkPrivateTable',
-  'setPrivateSpte',
-  'removePrivateSpte',
-  'splitPrivateSpte',
-  'hostAccess',
-  'beforeConvert',
-  'afterConvert',
-  'finalize',
-  'checkInvariants',
-] as const;
 
 /** `plugin-shape`: the plugin is branded, well-formed and of a supported contract version. */
 export function checkPluginShape(s: ConformanceSubject): CheckOutcome {
@@ -252,21 +236,8 @@ export function checkCosts(s: ConformanceSubject): CheckOutcome {
 /** `create-vm`: `createVm` returns capabilities, functions for hooks, objects for APIs, and sound invariants. */
 export function checkCreateVm(s: ConformanceSubject): CheckOutcome {
   const t = makeVm(s, 'create-vm');
-  const vm = t.vm as unknown as Record<string, unknown> | null;
-  if (typeof vm !== 'object' || vm === null) fail(s, 'create-vm', `createVm returned ${String(vm)}, not an object`);
-  if (typeof vm['capabilities'] !== 'object' || vm['capabilities'] === null) {
-    fail(s, 'create-vm', 'the VM has no capabilities object');
-  }
-  for (const hook of HOOKS) {
-    if (vm[hook] !== undefined && typeof vm[hook] !== 'function') {
-      fail(s, 'create-vm', `hook ${hook} is ${typeof vm[hook]}, not a function (leave it out for "nothing to do")`);
-    }
-  }
-  for (const api of ['vmApi', 'guestApi'] as const) {
-    if (vm[api] !== undefined && (typeof vm[api] !== 'object' || vm[api] === null)) {
-      fail(s, 'create-vm', `${api} is ${String(vm[api])}, not an object`);
-    }
-  }
+  const shape = archVmShapeProblem(t.vm);
+  if (shape !== undefined) fail(s, 'create-vm', shape);
   invariants(s, 'create-vm', t, 'on a new VM');
   if (t.exits.length > 0) fail(s, 'create-vm', `createVm called ctx.exit(${t.exits[0]?.reason})`);
   return PASSED;
@@ -275,31 +246,8 @@ export function checkCreateVm(s: ConformanceSubject): CheckOutcome {
 /** `capabilities`: the declared capabilities are well-formed and consistent with the hooks present. */
 export function checkCapabilities(s: ConformanceSubject): CheckOutcome {
   const { vm } = makeVm(s, 'capabilities');
-  const c = vm.capabilities;
-  const bad = (detail: string): never => fail(s, 'capabilities', detail);
-  for (const flag of ['privateMem', 'privateByDefault', 'mirrorRoot', 'inPlaceConversion'] as const) {
-    if (typeof c[flag] !== 'boolean') bad(`${flag} is ${String(c[flag])}, not a boolean`);
-  }
-  if (c.maxPrivateLevel !== 0 && c.maxPrivateLevel !== 1 && c.maxPrivateLevel !== 2) {
-    bad(`maxPrivateLevel is ${String(c.maxPrivateLevel)}; it must be 0 (4K), 1 (2M) or 2 (1G)`);
-  }
-  if (c.privateByDefault && !c.privateMem) bad('privateByDefault without privateMem');
-  if (c.sharedGpaBit !== undefined && (!Number.isInteger(c.sharedGpaBit) || c.sharedGpaBit < 1 || c.sharedGpaBit > 51)) {
-    bad(`sharedGpaBit is ${c.sharedGpaBit}; a GPA bit is an integer in 1..51`);
-  }
-  if (c.sharedGpaBit !== undefined && !c.privateMem) bad('sharedGpaBit without privateMem');
-  if (c.privateRootLevel !== undefined && ![1, 2, 3, 4].includes(c.privateRootLevel)) {
-    bad(`privateRootLevel is ${String(c.privateRootLevel)}; a table level is 1, 2, 3 or 4`);
-  }
-  if (c.privateRootLevel !== undefined && !c.mirrorRoot) bad('privateRootLevel without mirrorRoot');
-  if (c.mirrorRoot) {
-    const missing = (['linkPrivateTable', 'setPrivateSpte', 'removePrivateSpte'] as const).filter((h) => !vm[h]);
-    if (missing.length) bad(`mirrorRoot is set but ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} missing`);
-  }
-  if (c.measurement !== undefined) {
-    if (typeof c.measurement !== 'string' || c.measurement === '') bad('measurement must be a non-empty string');
-    if (!vm.finalize) bad(`measurement '${c.measurement}' is declared but there is no finalize hook`);
-  }
+  const problem = archCapabilitiesProblem(vm);
+  if (problem !== undefined) fail(s, 'capabilities', problem);
   return PASSED;
 }
 
