@@ -4,7 +4,7 @@
  * sequence; pre-fault; dirty logging; statistics and invariants. The MMU subscribes itself to
  * memslot changes, attribute changes and guest_memfd invalidations at creation.
  */
-import { KvmError, uapi, type ArchResult, type ArchVm, type Gfn, type KvmPreFaultMemory, type RwLock, type Sim } from '@cocokit/sdk';
+import { KvmError, uapi, type ArchResult, type ArchVm, type FaultClass, type Gfn, type KvmPreFaultMemory, type RwLock, type Sim } from '@cocokit/sdk';
 import type { Host, HostProcess } from '@cocokit/host';
 import type { GmemVm } from '@cocokit/gmem';
 import type { Memslot, Memslots } from '@cocokit/memslot';
@@ -132,6 +132,21 @@ export class Mmu {
   fault(req: FaultRequest): FaultOutcome {
     const p = beginFault(this, req);
     return p.kind === 'pending' ? finishFault(this, p) : p;
+  }
+
+  /**
+   * How KVM classifies an access (kvm_mmu_do_page_fault): the arch's `classifyFault`, or, on VMs
+   * without one (sw-protected), gfn = gpa >> 12 and private iff the gfn is private now. A vCPU uses
+   * it to find the mapping an access goes through before it faults; {@link Mmu.fault} classifies
+   * the same way (inline, to hand the slot it looked up to the rest of the fault).
+   */
+  classify(req: FaultRequest): FaultClass {
+    const arch = this.arch;
+    if (arch?.classifyFault !== undefined) {
+      return arch.classifyFault(req.encrypted === undefined ? { gpa: req.gpa, access: req.access } : { gpa: req.gpa, access: req.access, encrypted: req.encrypted });
+    }
+    const gfn = Math.floor(req.gpa / 4096);
+    return { gfn: gfn as Gfn, private: this.privateMem && this.isPrivateGfn(gfn, this.memslots.lookup(gfn, this.asId)) };
   }
 
   /**

@@ -1,8 +1,8 @@
 /**
- * The guest kernel's memory-encryption code the vCPU runs for arch-neutral guest programs: the
- * arch plugin's ({@link ArchGuestKernel}) or, for the built-in types, the generic one.
+ * The guest kernel's memory-encryption code the vCPU runs for arch-neutral guest programs on the
+ * built-in types (an arch plugin brings its own `guestKernel`).
  */
-import { uapi, type ArchGuestKernel, type ArchGuestOutcome, type ArchGuestStep } from '@cocokit/sdk';
+import { uapi, type ArchGuestOutcome, type ArchGuestStep } from '@cocokit/sdk';
 import type { GuestKernelDriver, HypercallAction } from './guest-program.js';
 
 const PAGE = 4096;
@@ -25,14 +25,5 @@ export function builtinGuestKernel(privateMem: boolean): GuestKernelDriver {
       return { ok: true };
     },
     isUnaccepted: () => false,
-  };
-}
-
-/** An arch plugin's guest kernel, as the vCPU drives it (methods bound: plugins may use `this`). */
-export function archGuestKernel(k: ArchGuestKernel): GuestKernelDriver {
-  return {
-    convert: (gpa, size, toPrivate) => k.convert(gpa, size, toPrivate),
-    accept: (gpa, size) => k.accept(gpa, size),
-    isUnaccepted: (e) => k.isUnaccepted(e),
   };
 }

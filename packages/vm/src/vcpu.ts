@@ -7,7 +7,6 @@
 import { KvmError, ModelInvariantError, isKvmError, uapi, type ArchExit, type ArchVm, type Errno, type GuestException, type GuestNpf, type Sim } from '@cocokit/sdk';
 import { SPTE, type FaultOutcome, type Mmu } from '@cocokit/mmu';
 import type { Host } from '@cocokit/host';
-import type { Memslots } from '@cocokit/memslot';
 import type { HypercallExit, MmioExit, VcpuExit } from './exits.js';
 import type { GuestAction, GuestContext, GuestProgram, HypercallAction, ReadAction, WriteAction } from './guest-program.js';
 
@@ -28,9 +27,7 @@ export interface VcpuHost {
   readonly sim: Sim;
   readonly host: Host;
   readonly mmu: Mmu;
-  readonly memslots: Memslots;
   readonly arch: ArchVm | undefined;
-  readonly privateMem: boolean;
   readonly sharedGpaBit: number | undefined;
   /** Whether the VM was destroyed (its vCPUs can no longer run). */
   destroyed(): boolean;
@@ -136,19 +133,19 @@ export class Vcpu {
         this.next = r.value;
       }
       // undefined: re-execute the current action below.
-      if (r === undefined && this.current === undefined) this.next = undefined;
     }
-    if (this.current === undefined) {
-      if (this.finished) return this.finish({ reason: 'SYSTEM_EVENT', exitReason: uapi.KVM_EXIT_SYSTEM_EVENT, type: uapi.KVM_SYSTEM_EVENT_SHUTDOWN });
-      const it = this.program.next(this.next);
-      this.next = undefined;
-      if (it.done === true) {
-        this.finished = true;
-        return this.finish({ reason: 'SYSTEM_EVENT', exitReason: uapi.KVM_EXIT_SYSTEM_EVENT, type: uapi.KVM_SYSTEM_EVENT_SHUTDOWN });
+    let action = this.current;
+    if (action === undefined) {
+      // A program that returned powers the guest off, on this run and every later one.
+      if (!this.finished) {
+        const it = this.program.next(this.next);
+        this.next = undefined;
+        if (it.done === true) this.finished = true;
+        else action = this.current = it.value;
       }
-      this.current = it.value;
+      if (action === undefined) return this.finish({ reason: 'SYSTEM_EVENT', exitReason: uapi.KVM_EXIT_SYSTEM_EVENT, type: uapi.KVM_SYSTEM_EVENT_SHUTDOWN });
     }
-    const r = this.execute(this.current);
+    const r = this.execute(action);
     if ('exit' in r) return this.finish(r.exit);
     if ('again' in r) return undefined;
     this.current = undefined;
@@ -306,16 +303,7 @@ export class Vcpu {
     const mmu = vm.mmu;
     const arch = vm.arch;
     for (let i = 0; i < MAX_RETRIES; i++) {
-      let gfn: number;
-      let priv: boolean;
-      if (arch?.classifyFault !== undefined) {
-        const c = arch.classifyFault(req);
-        gfn = c.gfn;
-        priv = c.private;
-      } else {
-        gfn = Math.floor(gpa / PAGE);
-        priv = vm.privateMem && mmu.isPrivateGfn(gfn, vm.memslots.lookup(gfn));
-      }
+      const { gfn, private: priv } = mmu.classify(req);
       const mirror = priv && mmu.mirror !== undefined;
       const leaf = mmu.lookup(gfn, mirror ? 'private' : 'shared');
       const leafPrivate = leaf !== undefined && (mirror || (leaf.flags & SPTE.PRIVATE) !== 0);

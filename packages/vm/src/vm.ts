@@ -32,7 +32,7 @@ import { ConversionEngine, type ConversionRequest, type DiscardPolicy } from './
 import type { VcpuExit } from './exits.js';
 import type { ExtensionInstance, VmExtension, VmExtensionApis } from './extensions.js';
 import { createGuestContext, type GuestKernelDriver, type GuestProgram } from './guest-program.js';
-import { builtinGuestKernel, archGuestKernel } from './guest-kernel.js';
+import { builtinGuestKernel } from './guest-kernel.js';
 import { ArchExitSignal, Vcpu, type VcpuHost, type VcpuStatsSink } from './vcpu.js';
 import type { VmStats } from './stats.js';
 
@@ -266,7 +266,8 @@ export class Vm<T extends string = string> {
         fileOf: (slot) => this.fileOf(slot),
         inPlace: () => this.gmem.proposals.memoryAttributes2,
       });
-      this.kernelDriver = this.arch?.guestKernel !== undefined ? archGuestKernel(this.arch.guestKernel) : builtinGuestKernel(privateMem);
+      // An arch's guest kernel is used as it is (a generator of arch steps is a driver's generator).
+      this.kernelDriver = this.arch?.guestKernel ?? builtinGuestKernel(privateMem);
       for (const e of ext) {
         const instance = e.setup({
           vm: this as Vm,
@@ -608,9 +609,7 @@ export class Vm<T extends string = string> {
       sim: this.sim,
       host: this.host,
       mmu: this.mmu,
-      memslots: this.memslots,
       arch: this.arch,
-      privateMem: this.capabilities.privateMem,
       sharedGpaBit: this.capabilities.sharedGpaBit,
       destroyed: () => this.destroyed,
       deadReason: () => this.deadReason,

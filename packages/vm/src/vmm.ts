@@ -77,8 +77,9 @@ export class Vmm {
   }
 
   /**
-   * Handles one exit; returns whether the vCPU goes on. Refusals of the conversion (e.g. EAGAIN
-   * while the host holds a reference) stop the vCPU with the error, as QEMU aborts the run.
+   * Handles one exit; returns whether the vCPU goes on. A refused conversion (e.g. EAGAIN while the
+   * host holds a reference) stops the vCPU on a MEMORY_FAULT, as QEMU aborts the run; on a
+   * KVM_HC_MAP_GPA_RANGE hypercall it is reported to the guest in `ret` and the vCPU goes on.
    */
   handle(vcpu: Vcpu, exit: VcpuExit): { readonly go: boolean; readonly error?: string } {
     this.handled.set(exit.reason, (this.handled.get(exit.reason) ?? 0) + 1);
@@ -97,7 +98,8 @@ export class Vmm {
         if (e.nr !== uapi.KVM_HC_MAP_GPA_RANGE) return { go: false, error: `hypercall ${e.nr} is not handled` };
         const [gpa = 0, npages = 0, attrs = 0] = e.args;
         const r = this.convert(vcpu, gpa, npages * 4096, (attrs & uapi.KVM_MAP_GPA_RANGE_ENCRYPTED) !== 0);
-        // QEMU: run->hypercall.ret = kvm_convert_memory(...) (0, or -1 on failure); the guest sees it.
+        // QEMU hands the guest kvm_convert_memory's result (0, or -1 on failure); the model writes 1
+        // for a failure: KVM and the arch code only test ret != 0.
         e.ret = r.error === undefined ? 0 : 1;
         return { go: true };
       }
