@@ -36,6 +36,41 @@ describe('end to end: sw-protected', () => {
   }
 });
 
+describe('end to end: default (no private memory)', () => {
+  // The same program on a plain VM: the firmware sees no memory encryption and does its DMA in
+  // place, so nothing converts and the exit loop only sees the final shutdown. Under 'attributes'
+  // RAM is anonymous memory of the VMM; under 'in-place' it is a guest_memfd with MMAP and
+  // INIT_SHARED mapped into the VMM (6.18's guest_memfd for non-confidential VMs).
+  for (const path of ['attributes', 'in-place'] as const) {
+    it(`boots with the firmware pattern and runs a workload (${path === 'attributes' ? 'anonymous memory' : 'guest_memfd, mmapped'})`, async () => {
+      const kvm = openKvm({ hostBytes: 1 << 30 });
+      const vm = await kvm.createVm({ type: 'default' });
+      const mem = setupGuestMemory(vm, { size: 16 * MiB, path });
+      expect(mem.file === undefined).toBe(path === 'attributes');
+      let boot: { conversions: number } | undefined;
+      vm.createVcpu(0, function* (g) {
+        boot = yield* firmwareBoot(g, { dmaGpa: 0x10_0000, transfers: 16 });
+        yield* touchWorkingSet(g, { gpa: 0x20_0000, size: 4 * MiB, accesses: 2048, pattern: 'random' });
+      });
+      const r = runVmm(vm, { path });
+      expect(r.ok, JSON.stringify(r.vcpus)).toBe(true);
+      expect(boot?.conversions).toBe(0);
+      expect(r.conversions).toBe(0);
+      expect(r.exits['HYPERCALL'] ?? 0).toBe(0);
+      expect(r.exits['MEMORY_FAULT'] ?? 0).toBe(0);
+      expect(r.vcpus.map((v) => v.state)).toEqual(['shutdown']);
+      const s = vm.stats();
+      expect(s.conversions.conversions).toBe(0);
+      // Every page the guest touched is backed exactly once, in the backing the layout chose.
+      const touched = s.memory.guestMemfdPages + s.memory.sharedAnonPages;
+      expect(touched).toBeGreaterThan(2);
+      expect(path === 'attributes' ? s.memory.guestMemfdPages : s.memory.sharedAnonPages).toBe(0);
+      vm.checkInvariants();
+      kvm.checkInvariants();
+    });
+  }
+});
+
 describe('end to end: memory and time after the boot, per conversion path', () => {
   const program: GuestProgram = function* (g) {
     yield* firmwareBoot(g, { dmaGpa: 0x10_0000, dmaPages: 2, transfers: 16 });

@@ -42,23 +42,32 @@ export interface FirmwareBootResult {
  * Seed 000's OVMF pattern: for every DMA transaction the firmware converts its one or two DMA
  * pages to shared, lets the device (the host) see them, and converts them back to private — two
  * conversions per transfer, each a round trip through KVM and userspace.
+ *
+ * On a VM without private memory (no memory encryption: the `default` type) the
+ * firmware does the same transfers without converting, as OVMF's IoMmuDxe does when
+ * `MemEncryptSevIsEnabled()`/`TdIsEnabled()` say no: the DMA pages are plain shared memory.
  */
 export function* firmwareBoot(g: GuestContext, o: FirmwareBootOptions): GuestSteps<FirmwareBootResult> {
   const pages = o.dmaPages ?? 2;
+  const encrypted = g.privateMem;
   let conversions = 0;
   for (let i = 0; i < o.transfers; i++) {
     const page = o.dmaGpa + (i % pages) * PAGE;
-    const toShared = yield* g.convert(page, PAGE, false);
-    if (!toShared.ok) throw new GuestPanic(`DMA page 0x${page.toString(16)} could not be shared: ${toShared.reason}`);
-    conversions++;
+    if (encrypted) {
+      const toShared = yield* g.convert(page, PAGE, false);
+      if (!toShared.ok) throw new GuestPanic(`DMA page 0x${page.toString(16)} could not be shared: ${toShared.reason}`);
+      conversions++;
+    }
     // The device writes the buffer; the firmware reads the result out of the shared page.
     const w = yield* g.write(page, BigInt(i + 1), { shared: true });
     if (w !== undefined) throw new GuestPanic(`shared DMA write faulted: ${w.name}`);
     const r = yield* g.read(page, 8, { shared: true });
     if (isGuestException(r)) throw new GuestPanic(`shared DMA read faulted: ${r.name}`);
-    const back = yield* g.convert(page, PAGE, true);
-    if (!back.ok) throw new GuestPanic(`DMA page 0x${page.toString(16)} could not be made private again: ${back.reason}`);
-    conversions++;
+    if (encrypted) {
+      const back = yield* g.convert(page, PAGE, true);
+      if (!back.ok) throw new GuestPanic(`DMA page 0x${page.toString(16)} could not be made private again: ${back.reason}`);
+      conversions++;
+    }
     if (o.computeNs !== undefined && o.computeNs > 0) yield* g.compute(o.computeNs);
   }
   return { transfers: o.transfers, conversions };
