@@ -102,6 +102,24 @@ describe('BuddyAllocator', () => {
     b.checkInvariants();
   });
 
+  it('keeps a high-water mark of used frames that frees never lower', () => {
+    const b = new BuddyAllocator(2 ** 12);
+    expect(b.stats().peakUsedFrames).toBe(0);
+    const huge = b.alloc(9, 'guest_memfd');
+    const page = b.alloc(0, 'anon');
+    expect(b.peakUsedFrames).toBe(513);
+    b.free(huge, 9);
+    expect([b.usedFrames, b.peakUsedFrames]).toEqual([1, 513]);
+    b.alloc(3, 'anon'); // 9 used: below the mark, which stays
+    b.allocAt(1024, 10, 'guest_memfd'); // 1033 used: a new mark, through alloc_contig_range too
+    expect(b.stats()).toMatchObject({ usedFrames: 1033, peakUsedFrames: 1033 });
+    b.free(page, 0);
+    expect(b.peakUsedFrames).toBe(1033);
+    expect(() => b.alloc(12, 'anon')).toThrow(); // ENOMEM changes nothing, the mark included
+    expect(b.peakUsedFrames).toBe(1033);
+    b.checkInvariants();
+  });
+
   it('ENOMEM when no block of the order can be formed, changing nothing', () => {
     const b = new BuddyAllocator(2 ** 10);
     b.alloc(9, 'x');
@@ -209,6 +227,7 @@ describe('BuddyAllocator properties', () => {
         const b = new BuddyAllocator(NR);
         // Shadow model: allocated blocks (start → order, purpose).
         const live = new Map<number, { order: number; purpose: string }>();
+        let peak = 0;
         const overlapFree = (start: number, order: number) => {
           for (const [s, v] of live) if (s < start + 2 ** order && start < s + 2 ** v.order) return false;
           return true;
@@ -290,6 +309,9 @@ describe('BuddyAllocator properties', () => {
           expect(b.usedFrames).toBe(used);
           expect(b.freeFrames + b.usedFrames).toBe(NR);
           expect(b.stats().usedByPurpose).toEqual(byPurpose);
+          // The high-water mark is the largest `used` the shadow model has seen.
+          peak = Math.max(peak, used);
+          expect(b.peakUsedFrames).toBe(peak);
         }
         // Freeing everything restores a single order-12 block.
         for (const [s, v] of live) b.free(s, v.order);

@@ -55,6 +55,11 @@ export interface BuddyStats {
   readonly usedFrames: number;
   /** Allocated frames per purpose (purposes with zero frames are omitted). */
   readonly usedByPurpose: Readonly<Record<string, number>>;
+  /**
+   * The most frames ever allocated at once since the allocator was created (the high-water mark
+   * of `usedFrames`, like cgroup v2's memory.peak): what a host must have had free for the run.
+   */
+  readonly peakUsedFrames: number;
   /** Free blocks per order, index = order (like /proc/buddyinfo). */
   readonly freeBlocksByOrder: readonly number[];
 }
@@ -111,6 +116,8 @@ export class BuddyAllocator {
   /** One shared, frozen {@link AllocatedBlockInfo} per code, so lookups allocate nothing. */
   private readonly infos: Array<AllocatedBlockInfo | undefined> = [];
   private freeCount = 0;
+  /** High-water mark of allocated frames, raised on allocation (frees never lower it). */
+  private peakUsed = 0;
 
   /** Creates an allocator whose every frame is free, carved into the largest aligned blocks. */
   constructor(nrFrames: number) {
@@ -150,6 +157,11 @@ export class BuddyAllocator {
   /** Frames allocated. */
   get usedFrames(): number {
     return this.nrFrames - this.freeCount;
+  }
+
+  /** The most frames allocated at once so far (see {@link BuddyStats.peakUsedFrames}). */
+  get peakUsedFrames(): number {
+    return this.peakUsed;
   }
 
   /** Frames allocated for `purpose`. */
@@ -372,6 +384,7 @@ export class BuddyAllocator {
       freeFrames: this.freeCount,
       usedFrames: this.nrFrames - this.freeCount,
       usedByPurpose,
+      peakUsedFrames: this.peakUsed,
       freeBlocksByOrder: [...this.freeBlocks],
     };
   }
@@ -448,6 +461,7 @@ export class BuddyAllocator {
     if (usedTotal + freeTotal !== this.nrFrames) {
       fail('accounting', `${freeTotal} free + ${usedTotal} used != ${this.nrFrames} frames`);
     }
+    if (this.peakUsed < usedTotal) fail('accounting', `peak of ${this.peakUsed} used frames is below the ${usedTotal} in use`);
     for (let id = 0; id < this.usedById.length; id++) {
       const k = this.purposeNames[id]!;
       const v = this.usedById[id]!;
@@ -524,6 +538,9 @@ export class BuddyAllocator {
     const size = SIZE[order]!;
     this.allocated.set(block, block + size, code);
     this.usedById[(code - order) / CODE_STRIDE]! += size;
+    // Every allocation ends here with freeCount already final, so one compare keeps the mark exact.
+    const used = this.nrFrames - this.freeCount;
+    if (used > this.peakUsed) this.peakUsed = used;
   }
 
   /** The allocated map's value for a block of `order` and `purpose`, interning the purpose. */
