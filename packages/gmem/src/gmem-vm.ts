@@ -40,9 +40,10 @@ export interface GmemVmOptions {
   /** Proposals to enable (all off by default: upstream 6.18). */
   readonly proposals?: Partial<GmemProposals>;
   /**
-   * Huge-folio policy of seed 003: `'split-eager'` (RFC v2: split a folio as soon as its range is
-   * mixed, merge when uniform again; default) or `'split-on-fault'` (Michael Roth: keep the folio,
-   * record the mixed state per 2M/1G block, split only when a host fault needs a page of it).
+   * Huge-folio policy of seed 003: `'split-eager'` (RFC v2: split a folio to 4 KiB folios as soon
+   * as its range is mixed, merge when the whole block is uniform again; default) or
+   * `'split-on-fault'` (Michael Roth: keep the folio, record the mixed state per 2M/1G block, split
+   * only when a host fault needs a page of it, and then only down to its uniform 2M blocks).
    */
   readonly hugePolicy?: HugeFolioPolicy;
   /** The process's fd table (shared by the VMs of one VMM). Default: a table of its own. */

@@ -33,8 +33,18 @@ export const SHAREABILITY = { GUEST: 'guest', ALL: 'all' } as const;
 /** A page's shareability. */
 export type Shareability = (typeof SHAREABILITY)[keyof typeof SHAREABILITY];
 
-/** Huge-folio policies of seed 003. */
+/**
+ * Huge-folio policies of seed 003. `'split-eager'` is the 1G RFC v2's: a huge folio whose range
+ * becomes mixed is split at once, straight to 4 KiB folios (a HugeTLB page is split to small
+ * folios, never to an intermediate order), and merged back only when its whole range is uniform
+ * again. `'split-on-fault'` is Michael Roth's lpage_info-like alternative: the folio stays whole,
+ * the mixed range only lowers the mapping order, and a host fault splits it no further than its
+ * uniform sub-blocks ("if 1G is mixed but 2M is all-shared, we can still leave the folio as 2M").
+ */
 export type HugeFolioPolicy = 'split-eager' | 'split-on-fault';
+
+/** How {@link GuestMemfd} reshapes a mixed huge block: not at all, straight to 4 KiB, or to its uniform sub-blocks. */
+type SplitTo = 'none' | 'base' | 'uniform';
 
 /** What `kvm_gmem_get_pfn` answers. */
 export interface GmemPfn {
@@ -389,7 +399,7 @@ export class GuestMemfd implements FileProvider {
     }
     let v = this.folios.get(index) as number;
     if (this.ctx.hugePolicy === 'split-on-fault' && folioOrder(v) > 0 && this.isMixed(index, folioOrder(v))) {
-      this.fixBlock(alignDown(index, this.hugeOrder), this.hugeOrder, true, 'host_fault');
+      this.fixBlock(alignDown(index, this.hugeOrder), this.hugeOrder, 'uniform', 'host_fault');
       v = this.folios.get(index) as number;
     }
     this.ensureUptodate(index, v);
@@ -478,14 +488,19 @@ export class GuestMemfd implements FileProvider {
       wasPrepared = (folioFlags(v) & FOLIO_PREPARED) !== 0;
     }
     const order = folioOrder(v);
-    const fStart = alignDown(index, order);
-    const fPfn = fStart + folioDelta(v);
     if (isPrivate && (!wasPrepared || !tracking)) {
       // kvm_gmem_prepare_folio: the hook gets the folio's head pfn and gfn, aligned to the folio.
-      const headGfn = g - (index - fStart);
-      this.ctx.arch?.gmemPrepare?.(toPfn(fPfn), toGfn(headGfn), order as 0 | 9 | 18);
-      if (this.tracing) this.trace('gmem.prepare', { file: this.name, index: fStart, pfn: fPfn, order });
-      if (tracking && !flagged) this.setFlags(fStart, fStart + 2 ** order, FOLIO_PREPARED, 0);
+      // A huge folio left whole over a mixed range (split-on-fault) is prepared only as far as
+      // the uniform, private sub-block holding `index`: its shared pages must not become the
+      // guest's (an SNP RMP assignment of a page the host may still map).
+      let po = order;
+      while (po > 0 && this.isMixed(index, po)) po = po === 18 ? 9 : 0;
+      const pStart = alignDown(index, po);
+      const pPfn = pStart + folioDelta(v);
+      const headGfn = g - (index - pStart);
+      this.ctx.arch?.gmemPrepare?.(toPfn(pPfn), toGfn(headGfn), po as 0 | 9 | 18);
+      if (this.tracing) this.trace('gmem.prepare', { file: this.name, index: pStart, pfn: pPfn, order: po });
+      if (tracking && !flagged) this.setFlags(pStart, pStart + 2 ** po, FOLIO_PREPARED, 0);
     }
     // The mapping order: folio order, lowered while the block is mixed or the gfn↔index alignment
     // or the slot/binding does not cover the whole block.
@@ -686,13 +701,14 @@ export class GuestMemfd implements FileProvider {
   // KVM-internal access and pfn caches (direct-map removal, seed 002)
 
   /**
-   * A KVM-internal write of `src` into page `index` (allocating it): for NO_DIRECT_MAP files the
-   * page is put back in the direct map for the access and removed again (remap → access → unmap).
+   * A KVM-internal write of `src` into page `index` (allocating it), bytes from `offset` (a partial
+   * kvm_write_guest_page): for NO_DIRECT_MAP files the page is put back in the direct map for the
+   * access and removed again (remap → access → unmap).
    */
-  kernelWrite(index: number, src: PageSource): void {
+  kernelWrite(index: number, src: PageSource, offset = 0): void {
     const p = this.kernelPage(index);
     this.withDirectMap(index, p, 1, 'kernel_write', () => {
-      if (src.kind === 'bytes') this.host.writeBytes(p, 0, src.bytes);
+      if (src.kind === 'bytes') this.host.writeBytes(p, offset, src.bytes);
       else if (src.kind === 'tag') this.host.writeTag(p, src.tag);
       else this.host.zero(p);
     });
@@ -1047,7 +1063,7 @@ export class GuestMemfd implements FileProvider {
     this.allocated += n;
     this.charge('gmem.folio_insert');
     if (this.tracing) this.trace('gmem.alloc', { file: this.name, index: start, pfn: p, order, cause });
-    if (order > 0 && this.ctx.hugePolicy === 'split-eager') this.fixBlock(start, order, true, 'alloc');
+    if (order > 0 && this.ctx.hugePolicy === 'split-eager') this.fixBlock(start, order, 'base', 'alloc');
     return v;
   }
 
@@ -1187,15 +1203,17 @@ export class GuestMemfd implements FileProvider {
     for (const r of this.folios.runs(alignDown(start, h), Math.min(alignUp(end, h), this.nrPages))) {
       if (folioOrder(r.value) < h) blocks.add(alignDown(r.start, h));
     }
-    for (const b of blocks) if (this.folios.has(b)) this.fixBlock(b, h, this.ctx.hugePolicy === 'split-eager', 'convert');
+    const split: SplitTo = this.ctx.hugePolicy === 'split-eager' ? 'base' : 'none';
+    for (const b of blocks) if (this.folios.has(b)) this.fixBlock(b, h, split, 'convert');
   }
 
   /**
    * Brings the folios of block `[start, start + 2^order)` to the shape its shareability asks for:
-   * one folio where uniform (merging pieces back), smaller folios where mixed (splitting, when
-   * `split` is allowed).
+   * one folio where uniform (merging pieces back), smaller folios where mixed: none (`'none'`),
+   * 4 KiB folios at once (`'base'`, split-eager; pieces stay 4 KiB until the whole block is
+   * uniform), or the largest uniform sub-blocks (`'uniform'`, a split-on-fault host fault).
    */
-  private fixBlock(start: number, order: number, split: boolean, cause: string): void {
+  private fixBlock(start: number, order: number, split: SplitTo, cause: string): void {
     const v = this.folios.get(start);
     if (v === undefined) return;
     const cur = folioOrder(v);
@@ -1212,15 +1230,17 @@ export class GuestMemfd implements FileProvider {
       return;
     }
     if (order === 0) return;
-    const next = order === 18 ? 9 : 0;
+    const next = split === 'base' || order === 9 ? 0 : 9;
     if (cur === order) {
-      if (!split) return;
+      if (split === 'none') return;
       this.host.splitFolio(start + d, order, next);
       this.folios.update(start, start + n, (x) => (x === undefined ? undefined : encodeFolio(d, next, folioFlags(x))));
       this.counters.splits++;
       this.charge('gmem.folio_split');
       this.trace('gmem.split', { file: this.name, index: start, order, newOrder: next, cause });
     }
-    if (next > 0) for (let s = start; s < start + n; s += 2 ** next) this.fixBlock(s, next, split, cause);
+    // 'base' pieces are 4 KiB already and merge only as the whole block; otherwise the 2M
+    // sub-blocks of a 1G block are reshaped (split where mixed, merged where uniform again).
+    if (split !== 'base' && order === 18) for (let s = start; s < start + n; s += 2 ** 9) this.fixBlock(s, 9, split, cause);
   }
 }

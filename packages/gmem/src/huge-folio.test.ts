@@ -1,0 +1,89 @@
+// Seed 003's huge-folio policies on a 1 GiB HugeTLB file: how far each splits a mixed folio, when
+// it merges, and how much of a folio left whole over a mixed range get_pfn prepares.
+import { describe, expect, it } from 'vitest';
+import { uapi } from '@cocokit/sdk';
+import { MAP, PROT } from '@cocokit/host';
+import type { HugeFolioPolicy } from './guest-memfd.js';
+import { MiB, setup, slotAt } from './test-helpers.js';
+
+const { GUEST_MEMFD_FLAG_HUGETLB: HUGETLB, GUEST_MEMFD_HUGE_1GB: HUGE_1GB, GUEST_MEMFD_FLAG_MMAP: MMAP, GUEST_MEMFD_FLAG_INIT_SHARED: SHARED, FALLOC_FL_KEEP_SIZE: KEEP } = uapi;
+const PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE;
+const GiB = 2 ** 30;
+const P = 4096;
+const PAGES_1G = GiB / P;
+
+function oneGiBFile(policy: HugeFolioPolicy, prepares?: Array<[number, number, number]>) {
+  const env = setup({
+    privateMem: true,
+    hugePolicy: policy,
+    proposals: { memoryAttributes2: true, hugetlb: true },
+    ...(prepares === undefined ? {} : { arch: { gmemPrepare: (pfn: number, gfn: number, order: number) => void prepares.push([pfn, gfn, order]) } }),
+  });
+  const f = env.vm.createGuestMemfd({ size: GiB, flags: MMAP | SHARED | HUGETLB | HUGE_1GB });
+  return { ...env, f };
+}
+
+/** Folio orders present in the file, ascending. */
+const orders = (f: { folioRuns(): Array<{ order: number }> }): number[] => [...new Set(f.folioRuns().map((r) => r.order))].sort((a, b) => a - b);
+
+describe('1 GiB HugeTLB folios (seed 003)', () => {
+  it('split-eager splits a mixed 1 GiB folio straight to 4 KiB folios and merges it only once the whole block is uniform', () => {
+    const { vm, host, f } = oneGiBFile('split-eager');
+    f.fallocate(KEEP, 0, GiB);
+    expect(f.folioAt(0)?.order).toBe(18);
+    f.setMemoryAttributes2({ offset: 0, size: 4 * MiB, attributes: PRIVATE });
+    // The 2M blocks are uniform, but a HugeTLB page is split to small folios, not to 2M ones.
+    expect(orders(f)).toEqual([0]);
+    expect(f.maxMappingOrder(0)).toBe(0);
+    expect(f.stats()).toMatchObject({ splits: 1, merges: 0 });
+    f.setMemoryAttributes2({ offset: 4 * MiB, size: GiB / 2, attributes: PRIVATE });
+    expect(orders(f)).toEqual([0]);
+    expect(f.stats().merges).toBe(0);
+    f.setMemoryAttributes2({ offset: 4 * MiB + GiB / 2, size: GiB / 2 - 4 * MiB, attributes: PRIVATE });
+    expect(f.folioAt(PAGES_1G - 1)).toMatchObject({ order: 18, index: 0 });
+    expect(f.stats()).toMatchObject({ splits: 1, merges: 1 });
+    vm.checkInvariants();
+    host.checkInvariants();
+  });
+
+  it('split-on-fault keeps the folio whole over a mixed range; a host fault splits it only as far as its uniform 2M blocks', () => {
+    const { vm, vmm, host, f } = oneGiBFile('split-on-fault');
+    f.fallocate(KEEP, 0, GiB);
+    f.setMemoryAttributes2({ offset: 0, size: 4 * MiB, attributes: PRIVATE });
+    expect(f.folioAt(0)?.order).toBe(18);
+    expect(f.mixedRanges(18)).toEqual([{ start: 0, end: PAGES_1G }]);
+    expect(f.maxMappingOrder(0)).toBe(9);
+    expect(f.stats().splits).toBe(0);
+    vm.checkInvariants();
+    const a = vmm.mmap({ length: GiB, prot: PROT.READ, flags: MAP.SHARED, file: f });
+    expect(vmm.read(a + GiB - P, 1).ok).toBe(true);
+    expect(orders(f)).toEqual([9]);
+    expect(f.stats().splits).toBe(1);
+    vmm.munmap(a, GiB);
+    f.setMemoryAttributes2({ offset: 4 * MiB, size: GiB - 4 * MiB, attributes: PRIVATE });
+    expect(f.folioAt(0)?.order).toBe(18);
+    expect(f.stats().merges).toBe(1);
+    vm.checkInvariants();
+    host.checkInvariants();
+  });
+
+  it('get_pfn prepares only the uniform private 2M block of a whole folio over a mixed range, and the whole folio once uniform', () => {
+    const prepares: Array<[number, number, number]> = [];
+    const { vm, f } = oneGiBFile('split-on-fault', prepares);
+    const slot = slotAt(0, PAGES_1G);
+    vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: PAGES_1G }, slot);
+    f.setMemoryAttributes2({ offset: 2 * MiB, size: 2 * MiB, attributes: PRIVATE });
+    const first = vm.getPfn(slot, 512 + 5);
+    const head = (first.pfn as number) - (512 + 5);
+    expect(first).toMatchObject({ maxOrder: 9, prepared: false, isPrivate: true });
+    expect(prepares).toEqual([[head + 512, 512, 9]]);
+    expect(vm.getPfn(slot, 1000).prepared).toBe(true);
+    // The shared pages of the folio were not handed to the arch (an SNP RMP assignment).
+    expect(vm.getPfn(slot, 0)).toMatchObject({ isPrivate: false, maxOrder: 9 });
+    expect(prepares).toHaveLength(1);
+    f.setMemoryAttributes2({ offset: 0, size: GiB, attributes: PRIVATE });
+    expect(vm.getPfn(slot, 0)).toMatchObject({ maxOrder: 18, prepared: false });
+    expect(prepares.at(-1)).toEqual([head, 0, 18]);
+    vm.checkInvariants();
+  });
+});
