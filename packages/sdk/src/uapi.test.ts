@@ -28,6 +28,8 @@ describe('uapi constants', () => {
     expect(uapi.KVM_EXIT_MEMORY_FAULT).toBe(39);
     expect(uapi.KVM_MEMORY_EXIT_FLAG_PRIVATE).toBe(8);
     expect(uapi.KVM_HC_MAP_GPA_RANGE).toBe(12);
+    expect(uapi.MSR_KVM_SYSTEM_TIME).toBe(0x12);
+    expect(uapi.MSR_KVM_SYSTEM_TIME_NEW).toBe(0x4b564d01);
   });
   it('capabilities and VM types', () => {
     expect([

@@ -95,6 +95,12 @@ export const KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1 << 0;
 export const KVM_MAP_GPA_RANGE_PAGE_SZ_1G = 1 << 1;
 export const KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4;
 export const KVM_MAP_GPA_RANGE_DECRYPTED = 0;
+/**
+ * kvm-clock MSRs (arch/x86/include/uapi/asm/kvm_para.h): the guest writes the gpa of its
+ * pvclock_vcpu_time_info with bit 0 set to enable the clock, 0 to disable it.
+ */
+export const MSR_KVM_SYSTEM_TIME = 0x12;
+export const MSR_KVM_SYSTEM_TIME_NEW = 0x4b564d01;
 
 // ---- capabilities (KVM_CHECK_EXTENSION) ----
 export const KVM_CAP_NR_MEMSLOTS = 10;

@@ -12,6 +12,9 @@ declare module '@cocokit/sdk' {
     'vm.hypercall': true;
     'vm.guest_access': true;
     'vm.discard_syscall': true;
+    'vm.emulate_instruction': true;
+    'vm.kvm_guest_access': true;
+    'vm.wrmsr': true;
   }
   interface TraceEventMap {
     /** vCPU exit to userspace. */
@@ -22,6 +25,10 @@ declare module '@cocokit/sdk' {
     'vm.bugged': { vm: number; reason: string };
     /** The VMM helper handled an exit. */
     'vmm.handle': { vcpu: number; reason: string; gpa: number; npages: number; private: boolean };
+    /** KVM read or wrote guest memory itself (kvm_read_guest / kvm_write_guest), from guest_memfd or through the VMM's hva. */
+    'vm.kernel_access': { vm: number; gpa: number; len: number; op: 'read' | 'write'; backing: 'gmem' | 'hva' };
+    /** A gfn_to_pfn_cache was activated, refreshed (its pfn resolved), invalidated or deactivated. */
+    'vm.gpc': { gpa: number; op: 'activate' | 'refresh' | 'invalidate' | 'deactivate'; pfn: number };
   }
 }
 
@@ -51,6 +58,22 @@ export const VM_COSTS = {
     unit: 'per madvise(DONTNEED) or fallocate(PUNCH_HOLE) call a VMM makes',
     source:
       'estimate: syscall entry, VMA/page-cache walk, mmu-notifier or guest_memfd invalidation round and TLB shootdown: microseconds per call before the per-page work the layers charge',
+  },
+  'vm.emulate_instruction': {
+    ns: 1000,
+    unit: 'per instruction KVM emulates (x86_emulate_instruction: decode and execute, without its guest-memory reads)',
+    source:
+      'estimate: the x86 emulator decodes the fetched bytes, reads its register state and dispatches the operation; an emulated MMIO access costs about a microsecond more than a plain exit on current x86',
+  },
+  'vm.kvm_guest_access': {
+    ns: 50,
+    unit: 'per kvm_read_guest_page / kvm_write_guest_page, or write through a gfn_to_pfn_cache',
+    source: 'estimate: a memslot lookup (cached), the hva or gmem pfn translation and a copy of a few bytes: tens of ns',
+  },
+  'vm.wrmsr': {
+    ns: 1000,
+    unit: 'per WRMSR the guest executes (an exit handled in KVM: kvm_set_msr_common)',
+    source: 'estimate: one VM exit and re-entry plus the MSR dispatch, about a microsecond on current x86, like a hypercall',
   },
 } as const satisfies Readonly<Record<string, CostDef>>;
 

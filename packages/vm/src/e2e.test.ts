@@ -98,6 +98,9 @@ describe('end to end: memory and time after the boot, per conversion path', () =
     expect([privateOnly.memory.guestMemfdPages, privateOnly.memory.sharedAnonPages]).toEqual([working, 2]);
     const none = await run('attributes', 'none');
     expect([none.memory.guestMemfdPages, none.memory.sharedAnonPages]).toEqual([working, 2]);
+    // The host's high-water mark sees the two shared copies no discard left behind.
+    expect(none.memory.peakHostUsedFrames - both.memory.peakHostUsedFrames).toBe(2);
+    expect(both.memory.peakHostUsedFrames).toBe(both.memory.hostUsedFrames);
     // Lazy: every flip back cancelled the queued discard; the last two drops wait for a flush.
     const lazy = await run('attributes', 'lazy');
     expect([lazy.memory.guestMemfdPages, lazy.memory.sharedAnonPages]).toEqual([working, 2]);

@@ -33,6 +33,30 @@ export interface GuestAccessOptions {
    * attributes alone (sw-protected).
    */
   readonly shared?: boolean;
+  /**
+   * The instruction making the access, for KVM to fetch and emulate should the access hit MMIO.
+   * Without it no fetch is modelled, as on SVM with decode assists, where the exit carries the
+   * instruction bytes.
+   */
+  readonly insn?: GuestInsn;
+}
+
+/**
+ * Where the instruction behind an access lives in guest memory. On VMX, an access to MMIO is an
+ * EPT misconfiguration KVM handles by emulating the instruction (handle_ept_misconfig →
+ * kvm_mmu_page_fault → x86_emulate_instruction), which fetches it with kvm_read_guest after
+ * translating RIP through the guest's page tables (paging64_walk_addr_generic). The model has no
+ * guest virtual addresses: the guest names the physical addresses the walk and the fetch touch.
+ */
+export interface GuestInsn {
+  /** The guest-physical address of the instruction (RIP, translated). */
+  readonly gpa: number;
+  /**
+   * The guest-physical addresses of the paging-structure entries the walk reads, root first: four
+   * for 4-level paging (PML4E, PDPTE, PDE, PTE), five with LA57. Each is an 8-byte entry. Default
+   * none (paging off).
+   */
+  readonly walk?: readonly number[];
 }
 
 /** Reads `len` bytes at `gpa` (inside one page). */
@@ -41,6 +65,7 @@ export interface ReadAction {
   readonly gpa: number;
   readonly len: number;
   readonly shared: boolean;
+  readonly insn?: GuestInsn;
 }
 
 /** Writes bytes at `gpa` (inside one page), or a 64-bit tag over the whole page (large workloads). */
@@ -49,6 +74,7 @@ export interface WriteAction {
   readonly gpa: number;
   readonly data: Uint8Array | bigint;
   readonly shared: boolean;
+  readonly insn?: GuestInsn;
 }
 
 /** A hypercall (VMCALL/VMMCALL with `nr` in RAX and `args` in RBX, RCX, RDX, RSI). */
@@ -69,8 +95,18 @@ export interface ComputeAction {
   readonly ns: number;
 }
 
+/**
+ * WRMSR of an MSR KVM handles itself (kvm_set_msr_common): kvm-clock's MSR_KVM_SYSTEM_TIME_NEW
+ * (and the legacy MSR_KVM_SYSTEM_TIME). Any other MSR is #GP.
+ */
+export interface WrmsrAction {
+  readonly kind: 'wrmsr';
+  readonly msr: number;
+  readonly value: number;
+}
+
 /** What a guest program yields. Arch calls and NPF steps come from the arch's guest API and guest kernel. */
-export type GuestAction = ReadAction | WriteAction | HypercallAction | HaltAction | ComputeAction | ArchGuestCall | GuestNpf;
+export type GuestAction = ReadAction | WriteAction | HypercallAction | HaltAction | ComputeAction | WrmsrAction | ArchGuestCall | GuestNpf;
 
 /** What a read returns: the bytes, or the exception the guest received instead. */
 export type GuestReadResult = Uint8Array | GuestException;
@@ -116,6 +152,8 @@ export interface GuestContext<T extends string = string> {
   halt(): GuestSteps<undefined>;
   /** Guest-internal work of `ns` virtual nanoseconds. */
   compute(ns: number): GuestSteps<undefined>;
+  /** WRMSR: nothing, or the #GP the guest received for an MSR KVM does not handle. */
+  wrmsr(msr: number, value: number): GuestSteps<GuestWriteResult>;
   /**
    * Converts `[gpa, gpa + size)` to private or shared the way this VM type's guest OS does (SNP:
    * PVALIDATE + PSC, TDX: MapGPA + ACCEPT, sw-protected: KVM_HC_MAP_GPA_RANGE).
@@ -172,6 +210,7 @@ export function createGuestContext<T extends string>(init: GuestContextInit<T>):
     }
   }
   const shared = (o: GuestAccessOptions | undefined): boolean => o?.shared ?? !init.privateMem;
+  const insn = (o: GuestAccessOptions | undefined): { insn?: GuestInsn } => (o?.insn === undefined ? {} : { insn: o.insn });
   const kernel = init.kernel;
   return {
     vcpu: init.vcpu,
@@ -180,11 +219,12 @@ export function createGuestContext<T extends string>(init: GuestContextInit<T>):
     privateByDefault: init.privateByDefault,
     rng: init.rng,
     arch: arch as unknown as GuestArchSteps<ArchGuestApiOf<T>>,
-    read: (gpa, len = 8, options) => step<GuestReadResult>({ kind: 'read', gpa, len, shared: shared(options) }),
-    write: (gpa, data, options) => step<GuestWriteResult>({ kind: 'write', gpa, data, shared: shared(options) }),
+    read: (gpa, len = 8, options) => step<GuestReadResult>({ kind: 'read', gpa, len, shared: shared(options), ...insn(options) }),
+    write: (gpa, data, options) => step<GuestWriteResult>({ kind: 'write', gpa, data, shared: shared(options), ...insn(options) }),
     hypercall: (nr, ...args) => step<number>({ kind: 'hypercall', nr, args }),
     halt: () => step<undefined>({ kind: 'halt' }),
     compute: (ns) => step<undefined>({ kind: 'compute', ns }),
+    wrmsr: (msr, value) => step<GuestWriteResult>({ kind: 'wrmsr', msr, value }),
     convert: (gpa, size, toPrivate) => kernel.convert(gpa, size, toPrivate),
     accept: (gpa, size) => kernel.accept(gpa, size),
     isUnaccepted: (e) => kernel.isUnaccepted(e),

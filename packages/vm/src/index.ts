@@ -11,12 +11,15 @@ export type { VcpuStatsSink } from './vcpu.js';
 export { CORE_EXIT_REASONS, isExit } from './exits.js';
 export type { HltExit, HypercallExit, MemoryFaultExit, MmioExit, RunErrorExit, SystemEventExit, VcpuExit } from './exits.js';
 export { createGuestContext, isGuestException, step } from './guest-program.js';
+export { GfnToPfnCache, KernelAccess, PVCLOCK_VCPU_TIME_INFO_SIZE } from './kernel-access.js';
+export type { KernelAccessStats } from './kernel-access.js';
 export type {
   ComputeAction,
   GuestAccessOptions,
   GuestAction,
   GuestArchSteps,
   GuestContext,
+  GuestInsn,
   GuestProgram,
   GuestReadResult,
   GuestSteps,
@@ -25,6 +28,7 @@ export type {
   HypercallAction,
   ReadAction,
   WriteAction,
+  WrmsrAction,
 } from './guest-program.js';
 export { ConversionEngine } from './conversion.js';
 export type { ConversionPath, ConversionRequest, ConversionStats, DiscardPolicy } from './conversion.js';

@@ -28,5 +28,11 @@ export interface VmStats {
     /** Host frames in use, all purposes, and by purpose. */
     readonly hostUsedFrames: number;
     readonly usedByPurpose: Readonly<Record<string, number>>;
+    /**
+     * The most host frames in use at once since the host was created (the allocator's high-water
+     * mark, all purposes): with one VM per host, what the run needed at its worst, e.g. while a
+     * conversion left both the shared and the private copy of a page allocated.
+     */
+    readonly peakHostUsedFrames: number;
   };
 }

@@ -8,9 +8,12 @@ import { KvmError, ModelInvariantError, isKvmError, uapi, type ArchExit, type Ar
 import { SPTE, type FaultOutcome, type Mmu } from '@cocokit/mmu';
 import type { Host } from '@cocokit/host';
 import type { HypercallExit, MmioExit, VcpuExit } from './exits.js';
-import type { GuestAction, GuestContext, GuestProgram, HypercallAction, ReadAction, WriteAction } from './guest-program.js';
+import type { GuestAction, GuestContext, GuestInsn, GuestProgram, HypercallAction, ReadAction, WriteAction, WrmsrAction } from './guest-program.js';
+import { PVCLOCK_VCPU_TIME_INFO_SIZE, kvmSetupGuestPvclock, type GfnToPfnCache, type KernelAccess } from './kernel-access.js';
 
 const PAGE = 4096;
+/** The #GP vector. */
+const X86_TRAP_GP = 13;
 /** Fault retries (RET_PF_RETRY re-entries) one access may take in one step before yielding. */
 const MAX_RETRIES = 64;
 
@@ -40,6 +43,8 @@ export interface VcpuHost {
   countExit(exit: VcpuExit): void;
   /** Extension exits a vCPU completes by re-running the access. */
   readonly stats: VcpuStatsSink;
+  /** KVM's own accesses to guest memory: the emulator's fetch, kvm-clock's cache. */
+  readonly kernelAccess: KernelAccess;
 }
 
 /** Counters the VM keeps for its vCPUs. */
@@ -70,6 +75,12 @@ export class Vcpu {
   private finished = false;
   /** Exits returned, by reason. */
   readonly exits = new Map<string, number>();
+  /** kvm-clock's cache (vcpu->arch.pv_time), made on the guest's first kvm-clock WRMSR. */
+  private pvTime: GfnToPfnCache | undefined;
+  /** pvclock_vcpu_time_info.version / 2: the updates written so far. */
+  private pvclockUpdates = 0;
+  /** Whether the vCPU is inside KVM_RUN (between the entry and the next exit to userspace). */
+  private loaded = false;
 
   /** @internal Use `vm.createVcpu`. */
   constructor(id: number, vm: VcpuHost) {
@@ -134,6 +145,10 @@ export class Vcpu {
       }
       // undefined: re-execute the current action below.
     }
+    if (!this.loaded) {
+      this.loaded = true;
+      this.vcpuLoad();
+    }
     let action = this.current;
     if (action === undefined) {
       // A program that returned powers the guest off, on this run and every later one.
@@ -157,6 +172,7 @@ export class Vcpu {
     // RUN_ERROR and SYSTEM_EVENT need no completion: the action stays current (re-executed on the
     // next run, as a failed KVM_RUN re-enters at the same instruction) or the program is over.
     if (exit.reason !== 'RUN_ERROR' && exit.reason !== 'SYSTEM_EVENT') this.pendingExit = exit;
+    this.loaded = false;
     this.exits.set(exit.reason, (this.exits.get(exit.reason) ?? 0) + 1);
     this.vm.countExit(exit);
     this.vm.sim.charge('vm.exit_to_userspace');
@@ -217,6 +233,8 @@ export class Vcpu {
         if (!Number.isFinite(a.ns) || a.ns < 0) throw new KvmError('EINVAL', 'guest compute', `${a.ns} ns is not a duration`);
         this.vm.sim.advance(a.ns);
         return { value: undefined };
+      case 'wrmsr':
+        return this.wrmsr(a);
       case 'arch':
         return this.archCall(a.op, a.args);
       case 'npf':
@@ -224,6 +242,70 @@ export class Vcpu {
       default:
         throw new ModelInvariantError('vm.guest_action', `unknown guest action ${JSON.stringify((a as { kind?: unknown }).kind)}`);
     }
+  }
+
+  /**
+   * KVM_RUN's entry (kvm_arch_vcpu_load, then the requests vcpu_enter_guest serves): a vCPU thread
+   * that may land on another physical CPU gets KVM_REQ_CLOCK_UPDATE, and kvm_guest_time_update
+   * writes kvm-clock through its cache. The model treats every KVM_RUN as such a move — the most
+   * clock updates an unpinned vCPU thread causes.
+   */
+  private vcpuLoad(): void {
+    if (this.pvTime?.active === true) this.clockUpdate();
+  }
+
+  private clockUpdate(): void {
+    const gpc = this.pvTime;
+    if (gpc === undefined) return;
+    if (kvmSetupGuestPvclock(gpc, this.vm.sim.now, this.pvclockUpdates, this.vm.kernelAccess)) this.pvclockUpdates++;
+  }
+
+  /**
+   * WRMSR, handled in KVM (kvm_set_msr_common). kvm-clock (kvm_write_system_time): bit 0 of the
+   * value enables it and the rest is the gpa of the vCPU's pvclock_vcpu_time_info, which KVM
+   * caches with kvm_gpc_activate — a failure there is ignored, as KVM ignores it (the updates then
+   * find no valid cache); bit 0 clear deactivates the cache. Any other MSR is #GP.
+   */
+  private wrmsr(a: WrmsrAction): StepResult {
+    this.vm.sim.charge('vm.wrmsr');
+    if (!Number.isSafeInteger(a.value) || a.value < 0) throw new KvmError('EINVAL', 'guest wrmsr', `${a.value} is not a 64-bit MSR value the model takes`);
+    if (a.msr !== uapi.MSR_KVM_SYSTEM_TIME_NEW && a.msr !== uapi.MSR_KVM_SYSTEM_TIME) {
+      this.vm.stats.exceptions++;
+      return { value: { kind: 'exception', vector: X86_TRAP_GP, name: '#GP', errorCode: 0 } satisfies GuestException };
+    }
+    const gpc = (this.pvTime ??= this.vm.kernelAccess.gpcInit());
+    if (a.value % 2 === 0) {
+      gpc.deactivate();
+      return { value: undefined };
+    }
+    try {
+      gpc.activate(a.value - 1, PVCLOCK_VCPU_TIME_INFO_SIZE);
+    } catch (e) {
+      if (!isKvmError(e)) throw e;
+    }
+    // KVM_REQ_GLOBAL_CLOCK_UPDATE, served before the guest resumes.
+    this.clockUpdate();
+    return { value: undefined };
+  }
+
+  /**
+   * x86_emulate_instruction for an access that hit MMIO (VMX: EPT misconfiguration): KVM fetches
+   * the instruction from guest memory before it can decode it and exit with KVM_EXIT_MMIO. A
+   * fetch that fails is an emulation failure.
+   */
+  private emulate(insn: GuestInsn): { readonly exit: VcpuExit } | undefined {
+    const walk = insn.walk ?? [];
+    if (!Number.isSafeInteger(insn.gpa) || insn.gpa < 0 || walk.some((g) => !Number.isSafeInteger(g) || g < 0 || g % 8 !== 0)) {
+      throw new KvmError('EINVAL', 'guest insn', `instruction at ${insn.gpa} with walk [${walk.join(', ')}]: addresses must be guest-physical, entries 8-byte aligned`);
+    }
+    try {
+      this.vm.kernelAccess.emulatorFetch(insn.gpa, walk);
+    } catch (e) {
+      if (isKvmError(e)) return { exit: { reason: 'RUN_ERROR', errno: e.errno, message: `emulation failure: ${e.message}` } };
+      throw e;
+    }
+    this.vm.sim.charge('vm.emulate_instruction');
+    return undefined;
   }
 
   private archCall(op: string, args: readonly unknown[]): StepResult {
@@ -310,9 +392,11 @@ export class Vcpu {
       if (leaf === undefined || leafPrivate !== priv || (isWrite && (leaf.flags & SPTE.WRITABLE) === 0)) {
         const r = this.outcome(mmu.fault(req), isWrite, len, isWrite && tag === undefined ? (a.data as Uint8Array).slice() : undefined);
         if (r === 'mapped' || r === 'retry') continue;
+        if (r.exit.reason === 'MMIO' && a.insn !== undefined) return this.emulate(a.insn) ?? r;
         return r;
       }
-      const pfn = leaf.pfn + (gfn - leaf.gfn);
+      // lookup() answers the pfn of `gfn` itself (its `gfn` field is the leaf's first): no offset to add.
+      const pfn = leaf.pfn;
       if (arch?.guestAccess !== undefined) {
         let c;
         try {

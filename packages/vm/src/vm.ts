@@ -33,6 +33,7 @@ import type { VcpuExit } from './exits.js';
 import type { ExtensionInstance, VmExtension, VmExtensionApis } from './extensions.js';
 import { createGuestContext, type GuestKernelDriver, type GuestProgram } from './guest-program.js';
 import { builtinGuestKernel } from './guest-kernel.js';
+import { KernelAccess } from './kernel-access.js';
 import { ArchExitSignal, Vcpu, type VcpuHost, type VcpuStatsSink } from './vcpu.js';
 import type { VmStats } from './stats.js';
 
@@ -154,6 +155,8 @@ export class Vm<T extends string = string> {
   readonly capabilities: ArchCapabilities;
   /** The engine both conversion paths go through. */
   readonly conversions: ConversionEngine;
+  /** KVM's own accesses to guest memory: kvm_read_guest / kvm_write_guest and gfn_to_pfn_caches. */
+  readonly kernelAccess: KernelAccess;
   private readonly vcpus = new Map<number, Vcpu>();
   private readonly enabledCaps = new Map<number, number>();
   private readonly extensionInstances = new Map<string, ExtensionInstance>();
@@ -210,7 +213,8 @@ export class Vm<T extends string = string> {
         if (leaf === undefined) return undefined;
         // Without a mirror root, private and shared leaves share one root (SNP): tell them apart by the leaf's kind.
         if (!mirror && ((leaf.flags & SPTE.PRIVATE) !== 0) !== (root === 'private')) return undefined;
-        return { pfn: (leaf.pfn + (gfn - leaf.gfn)) as never, level: leaf.level };
+        // lookup() already answers the pfn of `gfn` (not of the leaf's first gfn).
+        return { pfn: leaf.pfn as never, level: leaf.level };
       },
     };
     this.arch = init.createArch?.(ctx);
@@ -255,6 +259,18 @@ export class Vm<T extends string = string> {
         });
       undo.push(() => this.mmu.destroy());
       late.mmu = this.mmu;
+      const mmu = this.mmu;
+      this.kernelAccess = new KernelAccess({
+        id: init.id,
+        sim: init.sim,
+        host: init.host,
+        memslots: this.memslots,
+        process: init.process,
+        isPrivateGfn: (gfn, slot) => mmu.isPrivateGfn(gfn, slot),
+        fileOf: (slot) => this.fileOf(slot),
+        privateInaccessible: this.arch !== undefined && privateMem,
+      });
+      undo.push(() => this.kernelAccess.destroy());
       const hostAccess = this.arch?.hostAccess;
       this.removeHostCheck = hostAccess === undefined ? undefined : init.host.addHostAccessCheck((pfn, write) => hostAccess.call(this.arch, pfn, write));
       if (this.removeHostCheck !== undefined) undo.push(this.removeHostCheck);
@@ -520,6 +536,7 @@ export class Vm<T extends string = string> {
         sharedAnonPages: this.process.residentPages(),
         hostUsedFrames: host.usedFrames,
         usedByPurpose: { ...host.usedByPurpose },
+        peakHostUsedFrames: host.peakUsedFrames,
       },
     };
   }
@@ -541,6 +558,8 @@ export class Vm<T extends string = string> {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    // kvm_arch_vcpu_destroy deactivates each vCPU's caches (kvm-clock's pv_time) before the memory goes.
+    this.kernelAccess.destroy();
     this.vcpus.clear();
     for (let as = 0; as < this.memslots.nrAddressSpaces; as++) {
       for (const s of [...this.memslots.slots(as)]) {
@@ -628,6 +647,7 @@ export class Vm<T extends string = string> {
         if (this.sim.trace.enabled) this.sim.trace.emit('vm.exit', { vm: this.id, reason: exit.reason });
       },
       stats: this.vcpuStats,
+      kernelAccess: this.kernelAccess,
     };
   }
 }
