@@ -30,6 +30,48 @@ describe('mirror root (private tables in a trusted component)', () => {
     env.check();
   });
 
+  it('a leaf zap keeps the page tables of both roots (tdp_mmu_zap_leafs): a fault under them links nothing', () => {
+    const { arch, calls } = fakeArch({ mirror: true, maxPrivateLevel: 0 });
+    const env = setup({ arch });
+    env.gmemSlot(0, 0, 4 * MiB);
+    env.setPrivate(0, 4 * MiB);
+    env.hvaSlot(1, 4 * MiB, 2 * MiB);
+    // Two adjacent private pages alone under their 4K table, and one shared page.
+    for (const g of [0x200, 0x201]) expect(env.mmu.fault({ gpa: g * PAGE, access: 'write', encrypted: true }).kind).toBe('mapped');
+    expect(env.mmu.fault({ gpa: 0x500 * PAGE, access: 'write', encrypted: false }).kind).toBe('mapped');
+    const links = calls.filter((c) => c.startsWith('link'));
+    expect(links).toEqual(['link 0 3', 'link 0 2', 'link 512 1']);
+    const tables = env.mmu.pageTablePages;
+    const freed = env.mmu.stats.tablesFreed;
+    // Each private page to shared, one at a time: the second empties the mirror's 4K table.
+    env.setPrivate(0x200 * PAGE, PAGE, false);
+    env.setPrivate(0x201 * PAGE, PAGE, false);
+    // The shared page to private: the direct root's 4K table empties too.
+    env.setPrivate(0x500 * PAGE, PAGE);
+    expect(env.mmu.mappedLeaves).toBe(0);
+    expect([env.mmu.pageTablePages, env.mmu.stats.tablesFreed]).toEqual([tables, freed]);
+    expect(env.mmu.mirror?.hasTableBelow(0x200, 1)).toBe(true);
+    env.check();
+    // Back to private, both pages at once, and fault: set only, no link over the kept table.
+    env.setPrivate(0x200 * PAGE, 2 * PAGE);
+    for (const g of [0x200, 0x201]) expect(env.mmu.fault({ gpa: g * PAGE, access: 'read', encrypted: true }).kind).toBe('mapped');
+    expect(calls.filter((c) => c.startsWith('link'))).toEqual(links);
+    expect(env.mmu.pageTablePages).toBe(tables);
+    env.check();
+    // kvm_mmu_zap_all frees the direct root's tables; the mirror root keeps its own, as the S-EPT does.
+    const mirrorTables = env.mmu.mirror!.tablePages;
+    env.mmu.zapAll();
+    expect(env.mmu.mappedLeaves).toBe(0);
+    expect([env.mmu.direct.tablePages, env.mmu.mirror!.tablePages]).toEqual([1, mirrorTables]);
+    env.check();
+    // So does deleting the memslot of a VM with private memory (kvm_mmu_zap_memslot_leafs).
+    expect(env.mmu.fault({ gpa: 0x200 * PAGE, access: 'read', encrypted: true }).kind).toBe('mapped');
+    env.memslots.setUserMemoryRegion2({ slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 0, userspace_addr: 0 });
+    expect([env.mmu.mappedLeaves, env.mmu.mirror!.tablePages]).toEqual([0, mirrorTables]);
+    expect(calls.filter((c) => c.startsWith('link'))).toEqual(links);
+    env.check();
+  });
+
   it("'busy' retries the fault, 'error' fails it with the arch's errno; nothing is installed", () => {
     const { arch, script } = fakeArch({ mirror: true, maxPrivateLevel: 0 });
     const env = setup({ arch });

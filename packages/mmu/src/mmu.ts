@@ -17,7 +17,7 @@ import { PageTable, ROOT_LEVEL, type LeafSpte, type PrivateTableHooks, type ZapC
 import { preFaultMemory, type PreFaultOptions } from './prefault.js';
 import { createMmuStats, type MmuStats } from './stats.js';
 import type { FaultOutcome, FaultRequest, HugepageRecovery, MmuOptions, PrivateTracking } from './types.js';
-import { zapGfnRange } from './zap.js';
+import { memslotFlushScope, zapGfnRange, type ZapScope } from './zap.js';
 
 /** Creates the MMU of one VM and subscribes it to memslot, attribute and guest_memfd events. */
 export function createMmu(options: MmuOptions): Mmu {
@@ -170,29 +170,41 @@ export class Mmu {
   }
 
   /**
-   * kvm_zap_gfn_range: zaps `[start, end)` in both roots under mmu_lock for write, inside an MMU
-   * invalidation (so racing faults retry), with one TLB flush if anything was zapped. Returns the
-   * leaves zapped.
+   * kvm_zap_gfn_range: zaps the leaves of `[start, end)` in both roots under mmu_lock for write,
+   * inside an MMU invalidation (so racing faults retry), with one TLB flush if anything was
+   * zapped. Page tables stay (kvm_tdp_mmu_zap_leafs). Returns the leaves zapped.
    */
   zapGfnRange(start: Gfn | number, end: Gfn | number, filter: ZapFilter = 'both', reason = 'zap_gfn_range'): number {
+    return this.zapLocked(start, end, filter, reason, 'leafs');
+  }
+
+  /**
+   * Zaps every mapping of `slot` (kvm_arch_flush_shadow_memslot): a default VM's shared tables
+   * over the slot go too (kvm_mmu_zap_all_fast), other VM types keep their tables.
+   */
+  zapSlot(slot: Memslot): number {
+    return this.zapLocked(slot.baseGfn, slot.endGfn, 'both', 'flush_shadow_memslot', memslotFlushScope(this));
+  }
+
+  /**
+   * Zaps everything (kvm_mmu_zap_all): the direct root's page tables go too (kvm_tdp_mmu_zap_all,
+   * tdp_mmu_zap_root), the root page aside. A mirror root loses its leaves but keeps its tables,
+   * as the TDX module keeps the S-EPT pages until the TD is destroyed (kvm_tdp_mmu_zap_all leaves
+   * mirror roots alone entirely; their teardown is {@link Mmu.destroy}).
+   */
+  zapAll(): number {
+    return this.zapLocked(0, Number.MAX_SAFE_INTEGER, 'both', 'zap_all', 'tables');
+  }
+
+  private zapLocked(start: number, end: number, filter: ZapFilter, reason: string, scope: ZapScope): number {
     return this.lock.write(() => {
       this.seq.begin();
       this.stats.invalidations++;
       this.seq.addRange(start, end);
-      const n = zapGfnRange(this, start, end, filter, reason);
+      const n = zapGfnRange(this, start, end, filter, reason, scope);
       this.seq.end();
       return n;
     });
-  }
-
-  /** Zaps every mapping of `slot` (kvm_arch_flush_shadow_memslot). */
-  zapSlot(slot: Memslot): number {
-    return this.zapGfnRange(slot.baseGfn, slot.endGfn, 'both', 'flush_shadow_memslot');
-  }
-
-  /** Zaps everything (kvm_mmu_zap_all). */
-  zapAll(): number {
-    return this.zapGfnRange(0, Number.MAX_SAFE_INTEGER, 'both', 'zap_all');
   }
 
   /**

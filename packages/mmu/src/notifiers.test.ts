@@ -73,6 +73,8 @@ describe('invalidation sources', () => {
     env.mmu.fault({ gpa: 0, access: 'write' });
     env.memslots.setUserMemoryRegion2({ slot: 0, flags: 0, guest_phys_addr: GiB, memory_size: MiB, userspace_addr: hva });
     expect(env.mmu.mappedLeaves).toBe(0);
+    // A default VM's memslot flush is kvm_mmu_zap_all_fast: the old range's tables go too.
+    expect(env.mmu.pageTablePages).toBe(1);
     env.mmu.fault({ gpa: GiB, access: 'write' });
     expect(env.mmu.lookup(GiB / PAGE)).toBeDefined();
     env.check();

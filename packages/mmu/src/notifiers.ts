@@ -11,7 +11,7 @@ import { uapi, type FrameRange, type Gfn } from '@cocokit/sdk';
 import { applyDirtyLogFlags, protectHarvested } from './dirty-log.js';
 import type { Mmu } from './mmu.js';
 import { recoverHugePages } from './recovery.js';
-import { zapGfnRange } from './zap.js';
+import { memslotFlushScope, zapGfnRange } from './zap.js';
 
 const asIdOf = (slot: unknown): number => (slot as Partial<Memslot>).asId ?? 0;
 
@@ -81,7 +81,7 @@ export function subscribeAll(mmu: Mmu): () => void {
       if (old === undefined || old.asId !== mmu.asId) return;
       if (change.kind === 'delete' || change.kind === 'move') {
         // kvm_arch_flush_shadow_memslot: the old range goes before the new layout is installed.
-        mmu.lock.write(() => zapGfnRange(mmu, old.baseGfn, old.endGfn, 'both', `memslot_${change.kind}`));
+        mmu.lock.write(() => zapGfnRange(mmu, old.baseGfn, old.endGfn, 'both', `memslot_${change.kind}`, memslotFlushScope(mmu)));
       }
     },
     afterChange(change): void {

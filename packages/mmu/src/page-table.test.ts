@@ -36,14 +36,22 @@ describe('PageTable', () => {
     expect(pt.checkStructure()).toBeUndefined();
   });
 
-  it('a leaf table freed by a zap is not found again: the next 4K map builds a new one', () => {
+  it('a leaf zap keeps the tables (tdp_mmu_zap_leafs); a table freed by zapTables is not found again', () => {
     const src = pages();
     const pt = new PageTable(src);
     pt.map(5, 0, encodeLeaf(50, W));
     pt.map(6, 0, encodeLeaf(60, W));
-    pt.zap(0, 512, 'both', zc()); // the tables empty and go back to the host, root aside
-    expect(pt.tablePages).toBe(1);
+    const z = zc();
+    pt.zap(0, 512, 'both', z); // the leaf table empties but stays, as do the tables above it
+    expect([z.byLevel[0], z.tablesFreed, pt.tablePages]).toEqual([2, 0, 4]);
     expect(pt.leafLevel(5)).toBe(-1);
+    expect(pt.hasTableBelow(5, 1)).toBe(true);
+    pt.map(7, 0, encodeLeaf(70, W)); // under the kept table: nothing is allocated
+    expect([pt.tablePages, src.live.size]).toEqual([4, 4]);
+    expect(pt.checkStructure()).toBeUndefined();
+    pt.zapTables(0, 512 ** 3, z); // tdp_mmu_zap_root: the 1G table and everything under it go
+    expect([z.byLevel[0], z.tablesFreed, pt.tablePages]).toEqual([3, 3, 1]);
+    expect(pt.leafLevel(7)).toBe(-1); // the freed leaf table is not found through the last-table cache
     pt.map(7, 0, encodeLeaf(70, W));
     expect(pt.lookup(7)).toMatchObject({ level: 0, pfn: 70 });
     expect(pt.lookup(6)).toBeUndefined();
@@ -54,7 +62,7 @@ describe('PageTable', () => {
     expect(pt.checkStructure()).toBeUndefined();
   });
 
-  it('zaps partial and whole ranges, a huge leaf partly inside goes whole, empty tables are freed', () => {
+  it('zaps partial and whole ranges, a huge leaf partly inside goes whole, tables stay until zapTables', () => {
     const src = pages();
     const pt = new PageTable(src);
     for (let g = 0; g < 1024; g++) pt.map(g, 0, encodeLeaf(5000 + g, W));
@@ -67,6 +75,13 @@ describe('PageTable', () => {
     pt.zap(0, 2 ** 30, 'both', z);
     expect(z.byLevel[0]).toBe(1024);
     expect(pt.leaves).toBe(0);
+    expect(pt.tablePages).toBe(5); // root, 512G and 1G tables, both leaf tables
+    expect(pt.checkStructure()).toBeUndefined();
+    // Only tables wholly inside the range go: the leaf table at [512, 1024) and nothing else.
+    pt.zapTables(512, 2048, z);
+    expect([pt.tablePages, z.tablesFreed]).toEqual([4, 1]);
+    expect(pt.hasTableBelow(0, 1)).toBe(true);
+    pt.zapTables(0, 2 ** 30, z);
     expect(pt.tablePages).toBe(1);
     expect(src.live.size).toBe(1);
     expect(pt.checkStructure()).toBeUndefined();
@@ -122,6 +137,14 @@ describe('PageTable', () => {
     pt.zap(0, 10, 'both', z);
     expect(calls.filter((c) => c.startsWith('remove'))).toHaveLength(3); // busy is retried
     expect(z.byLevel[0]).toBe(1);
+    // The emptied tables stay, as their private twins do: the next map under them links nothing.
+    expect([z.tablesFreed, pt.tablePages]).toEqual([0, 4]);
+    pt.map(5, 0, encodeLeaf(51, W));
+    expect(calls.at(-1)).toBe('set 5 0 51');
+    expect(calls.filter((c) => c.startsWith('link'))).toHaveLength(4);
+    expect(() => pt.zapTables(0, 512, z)).toThrow(/EINVAL.*mirror root keeps its page tables/);
+    expect(pt.lookup(5)).toMatchObject({ pfn: 51 });
+    pt.zap(0, 10, 'both', z);
     let bug = '';
     pt.onBug = (r) => (bug = r);
     pt.map(6, 0, encodeLeaf(60, W));

@@ -13,6 +13,14 @@
  * A mirror root (tdp_mmu.c, `is_mirror_sptep`) mirrors private tables held by a trusted component:
  * every change of one of its entries first goes through the {@link PrivateTableHooks} (the
  * kvm_x86_ops link/set/remove/split_external_spt hooks), which may refuse.
+ *
+ * Page tables outlive their leaves, as in KVM: a leaf zap ({@link PageTable.zap},
+ * tdp_mmu_zap_leafs) leaves every table in place, empty or not; only {@link PageTable.zapTables}
+ * (a direct root's tdp_mmu_zap_root / huge-page recovery), replacing a table with a huge leaf
+ * (handle_removed_pt) and {@link PageTable.destroy} (the root's teardown) free tables. A mirror
+ * root's tables are only ever freed by `destroy`: its private twin (an S-EPT page) cannot be
+ * removed while the TD lives (tdx_sept_free_private_spt refuses while the HKID is assigned), so a
+ * mirror table freed earlier would be linked again over an entry the trusted component still holds.
  */
 import { KvmError, type ArchResult, type MappingLevel, type TableLevel } from '@cocokit/sdk';
 
@@ -99,6 +107,12 @@ export interface ZapCount {
   /** Page-table pages freed. */
   tablesFreed: number;
 }
+
+/** Which tables a zap frees: none (a leaf zap), those wholly inside its range, or those too that it leaves empty. */
+const FREE_NONE = 0;
+const FREE_INSIDE = 1;
+const FREE_EMPTIED = 2;
+type FreeTables = typeof FREE_NONE | typeof FREE_INSIDE | typeof FREE_EMPTIED;
 
 /** How many times a busy removal is retried before it is treated as an error (tdx_sept_remove_private_spte retries after kicking vCPUs; the model bounds it). */
 export const REMOVE_BUSY_RETRIES = 16;
@@ -311,20 +325,42 @@ export class PageTable {
   }
 
   /**
-   * Zaps the leaves intersecting `[start, end)` that match `filter` (tdp_mmu_zap_leafs; a huge
-   * leaf partly inside goes whole). Tables left empty are freed at once (KVM keeps them until the
-   * root goes; the model gives the memory back, which is what accounting at scale needs). In a
-   * mirror root each leaf is removed through the hook (busy retried); a removal that still fails
-   * calls {@link PageTable.onBug} and the mirror entry is dropped anyway, as KVM_BUG_ON does.
-   * `each`, when given, sees every zapped leaf before it goes.
+   * Zaps the leaves intersecting `[start, end)` that match `filter` (tdp_mmu_zap_leafs, which
+   * kvm_tdp_mmu_unmap_gfn_range and kvm_tdp_mmu_zap_leafs run on every root; a huge leaf partly
+   * inside goes whole). Page tables stay, even when left empty: KVM frees them only with the
+   * root, on a huge-page recovery or when a huge leaf replaces them, and a mirror root's twin
+   * S-EPT page stays linked in the TDX module until the TD is torn down. In a mirror root each
+   * leaf is removed through the hook (busy retried); a removal that still fails calls
+   * {@link PageTable.onBug} and the mirror entry is dropped anyway, as KVM_BUG_ON does. `each`,
+   * when given, sees every zapped leaf before it goes.
    */
   zap(start: number, end: number, filter: ZapFilter, out: ZapCount, each?: (gfn: number, level: MappingLevel, value: number) => void): void {
     const s = Math.max(0, start);
     const e = Math.min(end, GFN_LIMIT);
     if (s >= e || this.leaves === 0) return;
-    this.zapIn(this.root, ROOT_LEVEL, 0, s, e, filter, out, each);
+    this.zapIn(this.root, ROOT_LEVEL, 0, s, e, filter, FREE_NONE, out, each);
   }
 
+  /**
+   * Zaps every leaf intersecting `[start, end)` and frees every page table whose whole span lies
+   * inside it (the root stays): the zap of non-leaf SPTEs that tdp_mmu_zap_root
+   * (kvm_tdp_mmu_zap_all) and kvm_tdp_mmu_zap_sp do, handle_removed_pt freeing what hung below.
+   * Tables only partly inside keep their other entries; with `emptied`, those the zap leaves
+   * empty go too (the model's stand-in for kvm_mmu_zap_all_fast, which drops whole roots). Direct
+   * roots only: a mirror root's tables are freed with the root alone (tdx_sept_free_private_spt
+   * refuses while the TD lives), so a mirror root refuses with EINVAL and changes nothing.
+   */
+  zapTables(start: number, end: number, out: ZapCount, emptied = false): void {
+    if (this.hooks !== undefined) {
+      throw new KvmError('EINVAL', 'tdp_mmu_zap_root', 'a mirror root keeps its page tables until the root goes (tdx_sept_free_private_spt refuses while the TD lives)');
+    }
+    const s = Math.max(0, start);
+    const e = Math.min(end, GFN_LIMIT);
+    if (s >= e || this.tablePages === 1) return;
+    this.zapIn(this.root, ROOT_LEVEL, 0, s, e, 'both', emptied ? FREE_EMPTIED : FREE_INSIDE, out, undefined);
+  }
+
+  /** Zaps under `t`; `free` (direct roots, filter 'both', no `each`) says which tables go: none, those wholly inside `[start, end)`, or also those left empty. */
   private zapIn(
     t: Table,
     level: number,
@@ -332,6 +368,7 @@ export class PageTable {
     start: number,
     end: number,
     filter: ZapFilter,
+    free: FreeTables,
     out: ZapCount,
     each: ((gfn: number, level: MappingLevel, value: number) => void) | undefined,
   ): void {
@@ -340,22 +377,29 @@ export class PageTable {
     const i0 = Math.max(0, Math.floor((start - base) / span));
     const i1 = Math.min(512, Math.ceil((end - base) / span));
     const ptes = t.ptes;
-    const whole = filter === 'both' && each === undefined && this.hooks === undefined;
+    if (level === 0 && i0 === 0 && i1 === 512 && filter === 'both' && each === undefined && this.hooks === undefined) {
+      // A whole leaf table of a direct root: clear it in place; the table stays.
+      out.byLevel[0] += t.present;
+      this.leafCount[0] -= t.present;
+      ptes.fill(0);
+      t.present = 0;
+      return;
+    }
     for (let i = i0; i < i1 && t.present > 0; i++) {
       const v = ptes[i]!;
       if (v === 0) continue;
       const g = base + i * span;
       if (v === TABLE_ENTRY) {
         const childKey = key * 512 + i;
-        if (whole && g >= start && g + span <= end) {
+        if (free !== FREE_NONE && g >= start && g + span <= end) {
           this.dropSubtree(level - 1, childKey, out);
           ptes[i] = 0;
           t.present--;
           continue;
         }
         const child = this.levels[level - 1]!.get(childKey)!;
-        this.zapIn(child, level - 1, childKey, start, end, filter, out, each);
-        if (child.present === 0) {
+        if (child.present > 0) this.zapIn(child, level - 1, childKey, start, end, filter, free, out, each);
+        if (free === FREE_EMPTIED && child.present === 0) {
           this.freeTable(level - 1, childKey, child);
           out.tablesFreed++;
           ptes[i] = 0;

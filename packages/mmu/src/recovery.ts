@@ -31,7 +31,8 @@ export function recoverHugePages(mmu: Mmu, slot: Memslot, start: number, end: nu
       if (h < slot.baseGfn || h + span > slot.baseGfn + slot.npages) continue;
       if (done.some((d) => h >= d && h < d + ENTRY_SPAN[2])) continue;
       if (!pt.hasTableBelow(h, l) || allowedLevel(mmu, slot, h) < l) continue;
-      n += zapGfnRange(mmu, h, h + span, 'both', 'recover_huge_pages');
+      // The non-leaf SPTE goes with the table under it (handle_removed_pt), so the next fault maps huge.
+      n += zapGfnRange(mmu, h, h + span, 'both', 'recover_huge_pages', 'tables');
       if (l === 2) done.push(h);
     }
   }
