@@ -3,6 +3,7 @@
 // DMA flips and lazy acceptance in 4 MiB chunks (seed 003) through the VMM exit-loop helper, on
 // both conversion paths; afterwards the RMP agrees with the MMU and with the VMM's mappings.
 import { uapi } from '@cocokit/sdk';
+import { errnoOf } from '@cocokit/sdk/testing';
 import { openKvm, runVmm, setupGuestMemory, type ConversionPath, type DiscardPolicy, type GuestProgram, type HypercallExit, type Vm } from '@cocokit/vm';
 import { firmwareBoot, touchWorkingSet, type TouchResult } from '@cocokit/vm/guest';
 import { describe, expect, it } from 'vitest';
@@ -194,4 +195,62 @@ describe('end to end: an SNP guest under @cocokit/vm', () => {
       kvm.checkInvariants();
     });
   }
+});
+
+describe('launch refusals under @cocokit/vm', () => {
+  it('KVM_PRE_FAULT_MEMORY is EOPNOTSUPP, changing nothing, until SNP_LAUNCH_FINISH succeeds (snp_launch_finish sets pre_fault_allowed); then it maps', async () => {
+    const kvm = openKvm({ archs: [snp], hostBytes: 1 << 30, seed: 7 });
+    const vm = await kvm.createVm({ type: 'snp' });
+    setupGuestMemory(vm, { size: RAM, path: 'attributes' });
+    const range = { gpa: WS_GPA, size: 4 * PAGE };
+    const refused = () => {
+      const used = vm.host.stats().usedFrames;
+      expect(errnoOf(() => vm.preFaultMemory(range))).toBe('EOPNOTSUPP');
+      expect([range, vm.mmu.mappedLeaves, vm.host.stats().usedFrames]).toEqual([{ gpa: WS_GPA, size: 4 * PAGE }, 0, used]);
+    };
+    expect(vm.preFaultAllowed).toBe(false);
+    refused();
+    vm.archApi.launchStart({ policy: POLICY });
+    refused();
+    // A refused LAUNCH_FINISH does not allow it either.
+    expect(errnoOf(() => vm.archApi.launchFinish({ flags: 1 }))).toBe('EINVAL');
+    refused();
+    vm.archApi.launchFinish();
+    expect(vm.preFaultAllowed).toBe(true);
+    expect(vm.preFaultMemory(range)).toBe(0);
+    expect(range).toEqual({ gpa: WS_GPA + 4 * PAGE, size: 0 });
+    // The pre-faulted pages were prepared (sev_gmem_prepare): assigned to the guest, not yet validated.
+    expect(expectPrivateLeavesAssigned(vm, false)).toBe(4);
+    vm.checkInvariants();
+  });
+
+  it('kvm_gmem_populate of a gfn whose memory attributes are shared is EINVAL: no page allocated, no LAUNCH_UPDATE', async () => {
+    const kvm = openKvm({ archs: [snp], hostBytes: 1 << 30, seed: 7 });
+    const vm = await kvm.createVm({ type: 'snp' });
+    setupGuestMemory(vm, { size: RAM, path: 'attributes' });
+    vm.setMemoryAttributes({ address: 0, size: PAGE, attributes: 0 });
+    vm.archApi.launchStart({ policy: POLICY });
+    const slot = vm.memslots.lookup(0);
+    if (slot === undefined) throw new Error('no memslot at gfn 0');
+    const src = image().map((bytes) => ({ kind: 'bytes', bytes }) as const);
+    let updated = 0;
+    const populate = (gfn: number) =>
+      vm.gmem.populate({
+        slot,
+        gfn,
+        npages: 2,
+        src,
+        kind: 'normal',
+        callback: (g, pfn, s) => {
+          vm.archApi.launchUpdate({ gfnStart: g, npages: 1, type: 'normal' }, () => ({ pfn, src: s }));
+          updated++;
+        },
+      });
+    const used = vm.host.stats().usedFrames;
+    expect(errnoOf(() => populate(0))).toBe('EINVAL');
+    expect([updated, vm.stats().memory.guestMemfdPages, vm.host.stats().usedFrames]).toEqual([0, 0, used]);
+    expect(populate(1)).toBe(2);
+    expect(updated).toBe(2);
+    vm.checkInvariants();
+  });
 });

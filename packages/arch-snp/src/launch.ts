@@ -180,7 +180,7 @@ export interface SnpLaunchFinishParams {
 /**
  * SNP_LAUNCH_FINISH: each registered VMSA is written to its page, made private and Immutable at
  * GPA 0xFFFFFFFFF000 and measured with page type VMSA (snp_launch_update_vmsa); then the digest
- * is sealed. `EINVAL` outside a launch (before LAUNCH_START, or already finished), for flags ≠ 0 or
+ * is sealed and KVM_PRE_FAULT_MEMORY allowed (`ctx.allowPreFault`). `EINVAL` outside a launch (before LAUNCH_START, or already finished), for flags ≠ 0 or
  * host data that is not 32 bytes.
  */
 export function launchFinish(s: SnpState, params: SnpLaunchFinishParams = {}): Uint8Array {
@@ -206,6 +206,10 @@ export function launchFinish(s: SnpState, params: SnpLaunchFinishParams = {}): U
   s.sim.charge('snp.fw_command');
   if (params.hostData) s.launch.hostData = params.hostData.slice();
   s.launch.phase = 'finished';
+  // snp_launch_finish: "Now that there will be no more SNP_LAUNCH_UPDATE ioctls, private pages can
+  // be given to the guest simply by marking the RMP entry as private. This can happen on first
+  // access and also with KVM_PRE_FAULT_MEMORY": kvm->arch.pre_fault_allowed = true.
+  s.ctx.allowPreFault?.();
   if (s.sim.trace.enabled) s.sim.trace.emit('snp.launch_finish', { vmsas: s.launch.vmsas.length, pages: s.launch.digest.count });
   return s.launch.digest.digest;
 }

@@ -33,6 +33,17 @@ describe('the snp plugin', () => {
     expect(t.bugs).toEqual([]);
   });
 
+  it('forbids pre-faulting at creation (svm_vm_init) and allows it at a successful SNP_LAUNCH_FINISH (snp_launch_finish)', () => {
+    const t = createArchTestVm(snp, 'snp');
+    const api = t.vm.vmApi as SnpVmApi;
+    expect(t.vm.capabilities.preFaultAllowed).toBe(false);
+    api.launchStart({ policy: SNP_POLICY.RSVD_MBO });
+    expect(errnoOf(() => api.launchFinish({ flags: 1 }))).toBe('EINVAL');
+    expect(t.preFaultAllowed).toBe(false);
+    api.launchFinish();
+    expect(t.preFaultAllowed).toBe(true);
+  });
+
   it('classifies a fault as private exactly when the guest set the C-bit', () => {
     const { vm } = createArchTestVm(snp, 'snp');
     expect(vm.classifyFault?.({ gpa: 0x5123, access: 'read', encrypted: true })).toEqual({ gfn: 5, private: true });

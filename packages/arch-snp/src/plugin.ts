@@ -94,6 +94,9 @@ export function createSnpVm(ctx: ArchVmContext): SnpArchVm {
       // (the in-place conversion series makes SNP_LAUNCH_UPDATE's uaddr optional for it).
       inPlaceConversion: true,
       measurement: 'snp-launch-digest',
+      // svm_vm_init: pre_fault_allowed = !has_private_mem, false for SNP until snp_launch_finish
+      // (a pre-faulted private page would be RMP-assigned outside the launch's LAUNCH_UPDATEs).
+      preFaultAllowed: false,
     },
     // svm_handle_npf → PFERR_PRIVATE_ACCESS from PFERR_GUEST_ENC_MASK: the guest's C-bit decides.
     classifyFault(fault: GuestFault): FaultClass {

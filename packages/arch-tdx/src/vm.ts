@@ -225,6 +225,12 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
     privateRootLevel: module.sept.rootLevel,
     inPlaceConversion: false,
     measurement: 'mrtd',
+    // Seed 001 premaps the image with KVM_PRE_FAULT_MEMORY before KVM_TDX_FINALIZE_VM, so the
+    // plugin allows pre-faulting from creation. Upstream does not: tdx_vm_init leaves
+    // kvm->arch.pre_fault_allowed false and only tdx_td_finalize sets it (after TDH.MR.FINALIZE,
+    // state RUNNABLE), so there a pre-fault before finalize is EOPNOTSUPP and INIT_MEM_REGION maps
+    // each page itself (see the note at the top).
+    preFaultAllowed: true,
   });
 
   /** An input the core never sends: refused without bugging the VM, nothing changed. */

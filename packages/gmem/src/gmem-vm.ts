@@ -7,7 +7,7 @@ import { KvmError, ModelInvariantError, PAGE_SIZE, pgoff as toPgoff, toByteCount
 import type { Gfn, KvmCreateGuestMemfd, PgOff, Sim } from '@cocokit/sdk';
 import type { Host } from '@cocokit/host';
 import { registerGmemCosts } from './costs.js';
-import type { GmemArchHooks, GmemContext, GmemProposals } from './context.js';
+import type { GmemArchHooks, GmemContext, GmemMemoryAttributes, GmemProposals } from './context.js';
 import { FdTable } from './fd-table.js';
 import { GuestMemfd, SHAREABILITY } from './guest-memfd.js';
 import type { GmemPfn, GmemPopulateArgs, HugeFolioPolicy } from './guest-memfd.js';
@@ -50,6 +50,14 @@ export interface GmemVmOptions {
   readonly fdTable?: FdTable;
   /** How memslot requests name this VM (`GuestMemfdBindRequest.vm`); default the GmemVm itself. */
   readonly vmToken?: unknown;
+  /**
+   * The VM's memory attributes (KVM_SET_MEMORY_ATTRIBUTES), which `populate` checks
+   * (kvm_gmem_populate: `kvm_range_has_memory_attributes(..., KVM_MEMORY_ATTRIBUTE_PRIVATE,
+   * KVM_MEMORY_ATTRIBUTE_PRIVATE)`, else EINVAL). Consulted only while private/shared lives in the
+   * VM's attributes: with an in-place conversion proposal (`memoryAttributes2`, `gmemConvert`) the
+   * file's shareability is the truth. Absent: only the file's shareability is checked.
+   */
+  readonly memoryAttributes?: GmemMemoryAttributes;
 }
 
 /** `GuestMemfdBindRequest` of @cocokit/memslot, structurally. */
@@ -131,6 +139,7 @@ export class GmemVm {
       preparedTracking: options.preparedTracking ?? true,
       hugePolicy: options.hugePolicy ?? 'split-eager',
       proposals,
+      vmAttributes: proposals.memoryAttributes2 || proposals.gmemConvert ? undefined : options.memoryAttributes,
       listeners: this.listeners,
       closeFd: (fd) => this.close(fd),
       released: (file) => void this.files.delete(file as GuestMemfd),
@@ -271,7 +280,8 @@ export class GmemVm {
 
   /**
    * kvm_gmem_populate: EINVAL when the slot is not a guest_memfd slot, EFAULT when its file was
-   * released; then per page as `GuestMemfd.populate`.
+   * released; then per page as `GuestMemfd.populate` (which also refuses, with EINVAL, a gfn whose
+   * memory attributes are not PRIVATE: see {@link GmemVmOptions.memoryAttributes}).
    */
   populate(args: GmemPopulateArgs): number {
     const b = this.lookup(args.slot);

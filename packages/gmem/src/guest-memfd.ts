@@ -654,10 +654,12 @@ export class GuestMemfd implements FileProvider {
   // populate
 
   /**
-   * kvm_gmem_populate: for each page of `[gfn, gfn + npages)` clipped to the slot, allocate, check
-   * the page is private (EINVAL) and not yet prepared (EEXIST, with preparation tracking), run the
+   * kvm_gmem_populate: for each page of `[gfn, gfn + npages)` clipped to the slot, check the page is
+   * private in the file (EINVAL), not yet prepared (EEXIST, with preparation tracking) and private in
+   * the VM's memory attributes when they track private/shared (EINVAL), allocate (ENOMEM), run the
    * post_populate callback (default the arch's `populate` hook), and mark it prepared. Returns the
-   * pages done if at least one succeeded, else throws the first error.
+   * pages done if at least one succeeded, else throws the first error; a refused page changes
+   * nothing.
    */
   populate(args: GmemPopulateArgs, pgoff: number): number {
     const op = 'kvm_gmem_populate';
@@ -676,9 +678,20 @@ export class GuestMemfd implements FileProvider {
         const index = pgoff + (g - slot.baseGfn);
         try {
           if (this.share.get(index) !== SHAREABILITY.GUEST) throw new KvmError('EINVAL', op, `gfn 0x${g.toString(16)} is not private`);
-          if (!this.folios.has(index) && this.tryAllocate(index, 'populate') === undefined) throw new KvmError('ENOMEM', op, 'no free folio');
+          // 6.18 refuses a prepared folio (EEXIST) before it looks at the attributes; a folio not
+          // yet allocated is never prepared, so both checks can come before the allocation.
+          const had = this.folios.get(index);
+          if (this.ctx.preparedTracking && had !== undefined && (folioFlags(had) & FOLIO_PREPARED) !== 0) throw new KvmError('EEXIST', op, `page ${index} is already prepared`);
+          // kvm_gmem_populate: kvm_range_has_memory_attributes(kvm, gfn, gfn + (1 << max_order),
+          // PRIVATE, PRIVATE), max_order shrinking to 0 before -EINVAL: page by page, as here, that
+          // is the gfn's own attribute. (The kernel has already got the folio by then; the model
+          // refuses first, so a refused page leaves no folio behind.)
+          const attrs = this.ctx.vmAttributes;
+          if (attrs !== undefined && !attrs.rangeHasAttributes(g, g + 1, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)) {
+            throw new KvmError('EINVAL', op, `gfn 0x${g.toString(16)} is not private in the VM's memory attributes (KVM_SET_MEMORY_ATTRIBUTES)`);
+          }
+          if (had === undefined && this.tryAllocate(index, 'populate') === undefined) throw new KvmError('ENOMEM', op, 'no free folio');
           let v = this.folios.get(index) as number;
-          if (this.ctx.preparedTracking && (folioFlags(v) & FOLIO_PREPARED) !== 0) throw new KvmError('EEXIST', op, `page ${index} is already prepared`);
           v = this.ensureUptodate(index, v);
           const p = toPfn(index + folioDelta(v));
           const src = args.src?.[i] ?? null;

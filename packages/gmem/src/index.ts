@@ -7,7 +7,7 @@
 // ---- a VM's guest_memfd side ----
 export { GmemVm, createGmemVm } from './gmem-vm.js';
 export type { GmemBinder, GmemBinding, GmemBindRequest, GmemVmOptions } from './gmem-vm.js';
-export type { GmemArchHooks, GmemProposals } from './context.js';
+export type { GmemArchHooks, GmemMemoryAttributes, GmemProposals } from './context.js';
 
 // ---- the file ----
 export { GuestMemfd, SHAREABILITY } from './guest-memfd.js';

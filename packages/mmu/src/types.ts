@@ -122,8 +122,9 @@ export interface MmuOptions {
    */
   readonly hostMappingLevel?: (slot: Memslot, gfn: Gfn, hva: number) => MappingLevel;
   /**
-   * Whether KVM_PRE_FAULT_MEMORY is allowed now (x86: TDP in use and the VM type allows it; TDX only
-   * before finalization's end). Default: always. Refused → EOPNOTSUPP.
+   * Whether KVM_PRE_FAULT_MEMORY is allowed now (x86: TDP in use and `kvm->arch.pre_fault_allowed`,
+   * false for SNP until snp_launch_finish and for upstream TDX until tdx_td_finalize). Default:
+   * always. Refused → EOPNOTSUPP.
    */
   readonly preFaultAllowed?: () => boolean;
 }

@@ -4,7 +4,7 @@
  * EBADF.
  */
 import { describe, expect, it } from 'vitest';
-import { uapi } from '@cocokit/sdk';
+import { KvmError, defineArchPlugin, uapi, type Gfn } from '@cocokit/sdk';
 import { errnoOf } from '@cocokit/sdk/testing';
 import { MAP, PROT } from '@cocokit/host';
 import { KVM_MAX_VCPU_IDS, openKvm, setupGuestMemory, type GuestProgram, type Vm } from './index.js';
@@ -359,5 +359,85 @@ describe('KVM_GET_DIRTY_LOG through the VM', () => {
     const hva = def.process.mmap({ length: MiB, prot: PROT.READ | PROT.WRITE, flags: MAP.PRIVATE | MAP.ANONYMOUS });
     def.setUserMemoryRegion2({ slot: 0, flags: uapi.KVM_MEM_LOG_DIRTY_PAGES, guest_phys_addr: 0, memory_size: MiB, userspace_addr: hva });
     expect(errnoOf(() => def.getDirtyLog({ slot: 0, dirty_bitmap: new Uint8Array(4) }))).toBe('EFAULT');
+  });
+});
+
+describe('KVM_PRE_FAULT_MEMORY and kvm->arch.pre_fault_allowed', () => {
+  /** An arch in SNP's shape: pre-faulting is forbidden at creation and allowed by a successful finalize. */
+  const late = defineArchPlugin({
+    name: 'late-prefault',
+    apiVersion: 1,
+    vmTypes: ['late-prefault'],
+    createVm(ctx) {
+      let finished = false;
+      return {
+        capabilities: { privateMem: true, privateByDefault: true, maxPrivateLevel: 0, mirrorRoot: false, inPlaceConversion: false, preFaultAllowed: false },
+        finalize() {
+          if (finished) throw new KvmError('EINVAL', 'finalize', 'already finalized');
+          finished = true;
+          ctx.allowPreFault?.();
+          return undefined;
+        },
+      };
+    },
+  });
+
+  it('is EOPNOTSUPP, after the argument checks and with nothing changed, until the arch allows it; then it maps', async () => {
+    const kvm = openKvm({ archs: [late], hostBytes: 1 << 30 });
+    const vm = await kvm.createVm({ type: 'late-prefault' });
+    setupGuestMemory(vm, { size: MiB });
+    const used = vm.host.stats().usedFrames;
+    const range = { gpa: 0, size: 4 * PAGE };
+    expect(vm.preFaultAllowed).toBe(false);
+    expect(errnoOf(() => vm.preFaultMemory({ gpa: 0, size: 0 }))).toBe('EINVAL');
+    expect(errnoOf(() => vm.preFaultMemory(range))).toBe('EOPNOTSUPP');
+    expect(range).toEqual({ gpa: 0, size: 4 * PAGE });
+    expect([vm.mmu.mappedLeaves, vm.stats().memory.guestMemfdPages, vm.host.stats().usedFrames]).toEqual([0, 0, used]);
+    vm.finalize();
+    expect(vm.preFaultAllowed).toBe(true);
+    expect(vm.preFaultMemory(range)).toBe(0);
+    expect(range).toEqual({ gpa: 4 * PAGE, size: 0 });
+    expect(vm.stats().memory.guestMemfdPages).toBe(4);
+    vm.checkInvariants();
+  });
+
+  it('is allowed from creation for the built-in types (kvm_arch_init_vm)', async () => {
+    for (const type of ['default', 'sw-protected']) {
+      const vm = await openKvm({ hostBytes: 1 << 30 }).createVm({ type });
+      setupGuestMemory(vm, { size: MiB });
+      expect(vm.preFaultAllowed, type).toBe(true);
+      expect(vm.preFaultMemory({ gpa: 0, size: PAGE }), type).toBe(0);
+    }
+  });
+});
+
+describe('kvm_gmem_populate (vm.gmem.populate) and the memory attributes', () => {
+  it('refuses a gfn that is not PRIVATE in the VM attributes with EINVAL, changing nothing; private gfns populate', async () => {
+    const { vm } = await swVm();
+    setupGuestMemory(vm, { size: MiB, private: false });
+    const slot = vm.memslots.lookup(0);
+    if (slot === undefined) throw new Error('no memslot at gfn 0');
+    const calls: number[] = [];
+    const callback = (g: Gfn) => void calls.push(g);
+    const used = vm.host.stats().usedFrames;
+    expect(errnoOf(() => vm.gmem.populate({ slot, gfn: 0, npages: 4, callback }))).toBe('EINVAL');
+    expect([calls, vm.stats().memory.guestMemfdPages, vm.host.stats().usedFrames]).toEqual([[], 0, used]);
+    vm.setMemoryAttributes({ address: 0, size: 2 * PAGE, attributes: uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE });
+    // The loop stops at the first shared gfn and reports the pages done.
+    expect(vm.gmem.populate({ slot, gfn: 0, npages: 4, callback })).toBe(2);
+    expect(calls).toEqual([0, 1]);
+    vm.checkInvariants();
+  });
+
+  it('in place, the file\'s shareability decides', async () => {
+    const { vm } = await swVm({ inPlaceConversion: true });
+    setupGuestMemory(vm, { size: MiB, path: 'in-place', private: false });
+    const slot = vm.memslots.lookup(0);
+    if (slot === undefined) throw new Error('no memslot at gfn 0');
+    const callback = () => undefined;
+    expect(errnoOf(() => vm.gmem.populate({ slot, gfn: 0, npages: 1, callback }))).toBe('EINVAL');
+    vm.convert({ gpa: 0, size: 2 * PAGE, toPrivate: true, path: 'in-place' });
+    expect(vm.gmem.populate({ slot, gfn: 0, npages: 4, callback })).toBe(2);
+    vm.checkInvariants();
   });
 });

@@ -167,6 +167,8 @@ export class Vm<T extends string = string> {
   private readonly offSlots: () => void;
   private guestVcpu: number | undefined;
   private dead: string | undefined;
+  /** The arch called `ctx.allowPreFault` (kvm->arch.pre_fault_allowed set by vendor code). */
+  private preFaultAllowedByArch = false;
   private destroyed = false;
   readonly exitCounts = new Map<string, number>();
   private readonly vcpuStats: VcpuStatsSink = { steps: 0, accesses: 0, exceptions: 0, npfs: 0, faultRetries: 0, archCalls: 0, hypercalls: 0 };
@@ -216,6 +218,9 @@ export class Vm<T extends string = string> {
         // lookup() already answers the pfn of `gfn` (not of the leaf's first gfn).
         return { pfn: leaf.pfn as never, level: leaf.level };
       },
+      allowPreFault: () => {
+        this.preFaultAllowedByArch = true;
+      },
     };
     this.arch = init.createArch?.(ctx);
     this.capabilities = this.arch?.capabilities ?? init.capabilities;
@@ -233,6 +238,9 @@ export class Vm<T extends string = string> {
         proposals: { ...init.proposals, memoryAttributes2: init.inPlaceConversion || init.proposals.memoryAttributes2 === true },
         ...(init.hugePolicy === undefined ? {} : { hugePolicy: init.hugePolicy }),
         ...(this.arch === undefined ? {} : { arch: bindGmemHooks(this.arch) }),
+        // kvm_gmem_populate asks the VM's attributes (kvm->mem_attr_array), which the memslot
+        // layer, made next, keeps: read through `this` at call time.
+        memoryAttributes: { rangeHasAttributes: (start, end, attrs, mask) => this.memslots.rangeHasAttributes(start, end, attrs, mask) },
       });
       this.memslots = new Memslots({
         hasPrivateMem: privateMem,
@@ -256,6 +264,8 @@ export class Vm<T extends string = string> {
           ...(this.arch === undefined ? {} : { arch: this.arch }),
           ...(init.hugepageRecovery === undefined ? {} : { hugepageRecovery: init.hugepageRecovery }),
           ...(hooks === undefined ? {} : { beforeMap: hooks }),
+          // kvm_arch_vcpu_pre_fault_memory: -EOPNOTSUPP unless kvm->arch.pre_fault_allowed.
+          preFaultAllowed: () => this.preFaultAllowed,
         });
       undo.push(() => this.mmu.destroy());
       late.mmu = this.mmu;
@@ -423,7 +433,20 @@ export class Vm<T extends string = string> {
     this.conversions.convert(req);
   }
 
-  /** KVM_PRE_FAULT_MEMORY (a vCPU ioctl in the kernel; any vCPU will do). Returns 0; `range` is updated in place. */
+  /**
+   * Whether KVM_PRE_FAULT_MEMORY may map now (`kvm->arch.pre_fault_allowed`): the arch's
+   * `capabilities.preFaultAllowed` (default true: the built-in types, and plugins that say
+   * nothing), or true once the arch called `ctx.allowPreFault` (SNP: at SNP_LAUNCH_FINISH).
+   */
+  get preFaultAllowed(): boolean {
+    return this.preFaultAllowedByArch || this.capabilities.preFaultAllowed !== false;
+  }
+
+  /**
+   * KVM_PRE_FAULT_MEMORY (a vCPU ioctl in the kernel; any vCPU will do). Returns 0; `range` is
+   * updated in place. After the argument checks (EINVAL), EOPNOTSUPP with nothing changed while
+   * {@link Vm.preFaultAllowed} is false (kvm_arch_vcpu_pre_fault_memory); then as the MMU's.
+   */
   preFaultMemory(range: KvmPreFaultMemory): number {
     this.checkAlive('KVM_PRE_FAULT_MEMORY');
     return this.mmu.preFaultMemory(range);

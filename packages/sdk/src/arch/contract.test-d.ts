@@ -130,3 +130,13 @@ describe('ArchVmApis augmentation', () => {
     });
   });
 });
+
+describe('pre-fault permission (additive, apiVersion 1)', () => {
+  it('is an optional capability and an optional context method, so older plugins and cores still type-check', () => {
+    expectTypeOf<ArchVm['capabilities']['preFaultAllowed']>().toEqualTypeOf<boolean | undefined>();
+    expectTypeOf<ArchVmContext['allowPreFault']>().toEqualTypeOf<(() => void) | undefined>();
+    // A context built by a core that predates allowPreFault is still an ArchVmContext.
+    const older: Omit<ArchVmContext, 'allowPreFault'> = null as never;
+    expectTypeOf(older).toExtend<ArchVmContext>();
+  });
+});

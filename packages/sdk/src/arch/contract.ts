@@ -250,6 +250,15 @@ export interface ArchCapabilities {
   readonly inPlaceConversion: boolean;
   /** Which launch measurement `finalize` produces, if any: `'mrtd'`, `'snp-launch-digest'`. */
   readonly measurement?: string;
+  /**
+   * Whether KVM_PRE_FAULT_MEMORY may map from VM creation on: the value `kvm->arch.pre_fault_allowed`
+   * has after the vendor's VM init (arch/x86/kvm/x86.c kvm_arch_init_vm sets it only for the
+   * DEFAULT and SW_PROTECTED types; svm_vm_init leaves it false for SNP). Default true. With false,
+   * pre-faulting fails with EOPNOTSUPP (kvm_arch_vcpu_pre_fault_memory in arch/x86/kvm/mmu/mmu.c)
+   * and changes nothing, until the plugin calls {@link ArchVmContext.allowPreFault} (SNP:
+   * snp_launch_finish; upstream TDX: tdx_td_finalize).
+   */
+  readonly preFaultAllowed?: boolean;
 }
 
 /**
@@ -291,6 +300,14 @@ export interface ArchVmContext<VmType extends string = string> {
    * archs with one), or `undefined` when it is not mapped.
    */
   translate(gfn: Gfn, root: 'shared' | 'private'): { readonly pfn: Pfn; readonly level: MappingLevel } | undefined;
+  /**
+   * Sets `kvm->arch.pre_fault_allowed`: from now on KVM_PRE_FAULT_MEMORY may map (SNP: once
+   * SNP_LAUNCH_FINISH succeeded, in snp_launch_finish; upstream TDX: in tdx_td_finalize). Only
+   * meaningful for a VM whose {@link ArchCapabilities.preFaultAllowed} is false; idempotent, and
+   * there is no way back, as in the kernel. Optional, so a core that predates it still hosts the
+   * plugin (pre-faulting is then always allowed): call it as `ctx.allowPreFault?.()`.
+   */
+  allowPreFault?(): void;
 }
 
 /**

@@ -72,6 +72,7 @@ export function archCapabilitiesProblem(vm: ArchVm): string | undefined {
     return `privateRootLevel is ${String(c.privateRootLevel)}; a table level is 1, 2, 3 or 4`;
   }
   if (c.privateRootLevel !== undefined && !c.mirrorRoot) return 'privateRootLevel without mirrorRoot';
+  if (c.preFaultAllowed !== undefined && typeof c.preFaultAllowed !== 'boolean') return `preFaultAllowed is ${String(c.preFaultAllowed)}, not a boolean`;
   if (c.mirrorRoot) {
     const missing = (['linkPrivateTable', 'setPrivateSpte', 'removePrivateSpte'] as const).filter((h) => !vm[h]);
     if (missing.length) return `mirrorRoot is set but ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} missing`;

@@ -403,3 +403,46 @@ describe('the kit on broken plugins', () => {
     expect(first?.status === 'failed' && first.error.message).toMatch(/checkInvariants on a new VM threw Error: corrupt/);
   });
 });
+
+describe('pre-fault permission (kvm->arch.pre_fault_allowed)', () => {
+  it('is allowed for a VM that says nothing, and for one that forbids it only once it calls ctx.allowPreFault', () => {
+    expect(createArchTestVm(defineArchPlugin({ name: 'toy', apiVersion: 1, vmTypes: ['toy'], createVm: (ctx) => toyVm(ctx) }), 'toy').preFaultAllowed).toBe(true);
+    // SNP's shape: forbidden at creation (svm_vm_init), allowed by a successful launch finish (snp_launch_finish).
+    const late = defineArchPlugin({
+      name: 'late',
+      apiVersion: 1,
+      vmTypes: ['late'],
+      createVm: (ctx) => {
+        const v = toyVm(ctx);
+        return {
+          ...v,
+          capabilities: { ...v.capabilities, preFaultAllowed: false },
+          finalize: () => {
+            ctx.allowPreFault?.();
+            return undefined;
+          },
+        };
+      },
+    });
+    const t = createArchTestVm(late, 'late');
+    expect(t.preFaultAllowed).toBe(false);
+    t.vm.finalize?.();
+    expect(t.preFaultAllowed).toBe(true);
+    t.ctx.allowPreFault?.();
+    expect(t.preFaultAllowed).toBe(true);
+    expect(() => checkCapabilities(subject(late))).not.toThrow();
+  });
+
+  it('fails the capabilities check for a preFaultAllowed that is not a boolean', () => {
+    const odd = defineArchPlugin({
+      name: 'odd',
+      apiVersion: 1,
+      vmTypes: ['odd'],
+      createVm: (ctx) => {
+        const v = toyVm(ctx);
+        return { ...v, capabilities: { ...v.capabilities, preFaultAllowed: 'later' as unknown as boolean } };
+      },
+    });
+    expect(failureOf(() => checkCapabilities(subject(odd)))).toContain('preFaultAllowed is later, not a boolean');
+  });
+});

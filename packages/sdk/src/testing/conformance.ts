@@ -104,6 +104,11 @@ export interface ArchTestVm {
   readonly exits: readonly ArchExit[];
   /** Reasons the VM gave `ctx.markBugged`. */
   readonly bugs: readonly string[];
+  /**
+   * Whether KVM_PRE_FAULT_MEMORY would be allowed now (`kvm->arch.pre_fault_allowed`): the VM's
+   * `capabilities.preFaultAllowed` (default true), or true once it called `ctx.allowPreFault`.
+   */
+  readonly preFaultAllowed: boolean;
 }
 
 /** Error thrown by the kit's `ctx.exit`: outside a guest operation no exit is possible. */
@@ -133,6 +138,7 @@ export function createArchTestVm(plugin: ArchPlugin, vmType: string, options: Ar
   const host = createTestHostMemory(options.hostFrames ?? DEFAULT_HOST_FRAMES);
   const exits: ArchExit[] = [];
   const bugs: string[] = [];
+  let preFaultAllowedByVm = false;
   const ctx: ArchVmContext = {
     sim,
     host: host satisfies HostMemoryView,
@@ -149,9 +155,22 @@ export function createArchTestVm(plugin: ArchPlugin, vmType: string, options: Ar
     },
     // The kit has no nested tables: nothing is ever mapped there.
     translate: () => undefined,
+    allowPreFault(): void {
+      preFaultAllowedByVm = true;
+    },
   };
   const vm = plugin.createVm(ctx);
-  return { vm, sim, host, ctx, exits, bugs };
+  return {
+    vm,
+    sim,
+    host,
+    ctx,
+    exits,
+    bugs,
+    get preFaultAllowed(): boolean {
+      return preFaultAllowedByVm || vm.capabilities.preFaultAllowed !== false;
+    },
+  };
 }
 
 /** What a check is given. */
