@@ -100,7 +100,10 @@ describe('launch', () => {
       ['tdx', 'kvm_gmem_populate', 'EEXIST'],
       ['tdx', 'KVM_TDX_FINALIZE_VM', 'EINVAL'],
       ['tdx', 'KVM_TDX_INIT_MEM_REGION', 'EINVAL'],
-      ['snp', 'kvm_gmem_populate', 'EEXIST'],
+      // pre_fault_allowed stays false on SNP until SNP_LAUNCH_FINISH.
+      ['snp', 'KVM_PRE_FAULT_MEMORY', 'EOPNOTSUPP'],
+      // kvm_gmem_populate wants KVM_MEMORY_ATTRIBUTE_PRIVATE on every gfn.
+      ['snp', 'kvm_gmem_populate', 'EINVAL'],
       ['snp', 'KVM_SEV_SNP_LAUNCH_UPDATE', 'EINVAL'],
     ]);
     expect(r.tables.at(-1)?.title).toBe('Refusals');

@@ -6,7 +6,7 @@
  *   page without a SEAMCALL; KVM_TDX_INIT_MEM_REGION then PAGE.ADDs each premapped page and
  *   measures it (16 × TDH.MR.EXTEND); KVM_TDX_FINALIZE_VM closes MRTD (TDH.MR.FINALIZE).
  * - SNP: SNP_LAUNCH_START; SNP_LAUNCH_UPDATE through kvm_gmem_populate, which allocates each page
- *   itself (no pre-fault: a pre-faulted page is already prepared, and populate refuses it);
+ *   itself (no pre-fault: KVM refuses KVM_PRE_FAULT_MEMORY with EOPNOTSUPP until LAUNCH_FINISH);
  *   SNP_LAUNCH_FINISH seals the launch digest.
  *
  * Every step is timed on the simulation kernel's clock, the image is launched twice (the
@@ -367,9 +367,16 @@ async function snpRefusals(trace: TraceSink[]): Promise<LaunchRefusal[]> {
   const onePage = (): PageSource[] => [{ kind: 'bytes', bytes: launchImage(PAGE) }];
   const out: LaunchRefusal[] = [];
 
-  const prefaulted = await guest(true);
-  prefaulted.preFaultMemory({ gpa: 0, size: PAGE });
-  out.push(refusal('snp', 'LAUNCH_UPDATE of a page KVM_PRE_FAULT_MEMORY mapped', () => snpLaunchUpdate(prefaulted, 0, onePage())));
+  // kvm_arch_vcpu_pre_fault_memory: pre_fault_allowed is false on SNP until SNP_LAUNCH_FINISH, so
+  // the launch cannot be fed pre-faulted pages in the first place.
+  const started = await guest(true);
+  out.push(refusal('snp', 'KVM_PRE_FAULT_MEMORY before SNP_LAUNCH_FINISH', () => started.preFaultMemory({ gpa: 0, size: PAGE })));
+
+  // kvm_gmem_populate: every gfn must carry KVM_MEMORY_ATTRIBUTE_PRIVATE.
+  const shared = await kvm.createVm({ type: 'snp' });
+  shared.archApi.launchStart({ policy: SNP_POLICY_MINIMAL });
+  setupGuestMemory(shared, { size: 2 * MiB, path: 'attributes', private: false });
+  out.push(refusal('snp', 'LAUNCH_UPDATE of a shared gfn', () => snpLaunchUpdate(shared, 0, onePage())));
 
   // snp_launch_update: no firmware guest context (sev->snp_context) before LAUNCH_START.
   const unstarted = await guest(false);
@@ -581,8 +588,8 @@ function notes(results: readonly LaunchTypeResult[], p: LaunchParams, flipByte: 
       'The refusals are seed 001\'s questions answered by the model: INIT_MEM_REGION on a range that was not pre-faulted fails ("Return an error", ENOENT); ' +
         'going through kvm_gmem_populate after a pre-fault fails with EEXIST, because the pre-fault already prepared each folio and 6.18\'s guest_memfd will not populate a prepared page — ' +
         'which is why the TDX flow calls the plugin\'s INIT_MEM_REGION on the premapped pfns, and why upstream since v6.16 maps inside populate instead. ' +
-        'For SNP the model lets KVM_PRE_FAULT_MEMORY through before LAUNCH_FINISH and LAUNCH_UPDATE then finds the page prepared; upstream refuses the pre-fault itself ' +
-        '(EOPNOTSUPP until LAUNCH_FINISH sets pre_fault_allowed).',
+        'On SNP, KVM_PRE_FAULT_MEMORY is refused (EOPNOTSUPP) until SNP_LAUNCH_FINISH sets pre_fault_allowed, and kvm_gmem_populate refuses a gfn without ' +
+        'KVM_MEMORY_ATTRIBUTE_PRIVATE (EINVAL) before the firmware sees it.',
     );
   }
   return out;
