@@ -28,7 +28,7 @@ export interface DirectMapStats {
   readonly tempRemaps: number;
   /** Bytes of removed memory made visible again by temporary restorations. */
   readonly bytesExposed: number;
-  /** Virtual time removed pages spent temporarily mapped, summed over pages, ns (0 without a Sim). */
+  /** Virtual time removed pages spent reachable through a temporary mapping, summed over pages, ns (0 without a Sim): from the PTE write to the end of the unmap's TLB shootdown. */
   readonly exposureNs: number;
   /** TLB shootdowns issued for direct-map changes. */
   readonly shootdowns: number;
@@ -172,8 +172,10 @@ export class DirectMap {
     if (before === 0 && this.removed.has(pfn)) {
       this.s.tempRemaps++;
       this.s.bytesExposed += PAGE_SIZE;
-      this.exposedSince.set(pfn, this.env.now());
+      // Reachable once the PTE is written; reachable until the shootdown of tempUnmap completes
+      // (other CPUs may still hold the translation before that), so exposure spans both.
       this.env.charge('host.direct_map_update', 1);
+      this.exposedSince.set(pfn, this.env.now());
     }
     this.env.trace?.('temp_map', pfn, pfn + 1, 1);
     let live = true;
@@ -226,14 +228,14 @@ export class DirectMap {
     if (before <= 0) throw new ModelInvariantError('host.direct-map-temp', `pfn ${pfn} has no temporary mapping`);
     this.temp.set(pfn, pfn + 1, before === 1 ? undefined : before - 1);
     if (before === 1 && this.removed.has(pfn)) {
+      this.env.charge('host.direct_map_update', 1);
+      this.env.charge('host.tlb_shootdown', 1);
+      this.s.shootdowns++;
       const since = this.exposedSince.get(pfn);
       if (since !== undefined) {
         this.s.exposureNs += this.env.now() - since;
         this.exposedSince.delete(pfn);
       }
-      this.env.charge('host.direct_map_update', 1);
-      this.env.charge('host.tlb_shootdown', 1);
-      this.s.shootdowns++;
     }
     this.env.trace?.('temp_unmap', pfn, pfn + 1, 1);
   }
