@@ -70,9 +70,10 @@ describe('cocokit commands, small', () => {
     const data = out.data as { types: Array<{ type: string; reproducible: boolean; flipChanges: boolean }> };
     expect(data.types.map((t) => [t.type, t.reproducible, t.flipChanges])).toEqual([
       ['tdx', true, true],
+      ['tdx-seed-001', true, true],
       ['snp', true, true],
     ]);
-    expect(svgs.get('launch-steps')?.texts).toEqual(expect.arrayContaining(['tdx', 'snp']));
+    expect(svgs.get('launch-steps')?.texts).toEqual(expect.arrayContaining(['tdx', 'tdx-seed-001', 'snp']));
   });
 
   it('directmap: remaps only with NO_DIRECT_MAP, one per KVM read of guest memory plus the kvm-clock cache', async () => {

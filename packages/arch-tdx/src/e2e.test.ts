@@ -1,5 +1,6 @@
-// End to end under @cocokit/vm (issue 8): a TD launched with measured pages (seed 001:
-// KVM_PRE_FAULT_MEMORY, then KVM_TDX_INIT_MEM_REGION through kvm_gmem_populate), finalized, then
+// End to end under @cocokit/vm (issue 8): a TD launched with measured pages (upstream:
+// KVM_TDX_INIT_MEM_REGION through kvm_gmem_populate, mapping each page itself; seed 001's
+// KVM_PRE_FAULT_MEMORY-first flow as the `launchFlow` option), finalized, then
 // booted with the firmware's DMA flips and lazy acceptance through the VMM exit-loop helper;
 // afterwards the MMU's mirror root and the TDX module's S-EPT agree entry for entry.
 import { openKvm, runVmm, setupGuestMemory, type DiscardPolicy, type GuestProgram, type Vm } from '@cocokit/vm';
@@ -29,29 +30,34 @@ function image(flip?: number): Uint8Array[] {
   });
 }
 
-/** Creates a TD with private RAM, launches `pages` as its measured image and finalizes it; returns the VM and its MRTD. */
-async function launch(pages: Uint8Array[]): Promise<{ vm: Vm<'tdx'>; mrtd: Uint8Array; kvm: ReturnType<typeof openKvm> }> {
+/**
+ * Creates a TD with private RAM, launches `pages` as its measured image and finalizes it; returns
+ * the VM and its MRTD. Upstream (default): KVM_TDX_INIT_MEM_REGION through kvm_gmem_populate maps
+ * each page itself (tdx_gmem_post_populate → kvm_tdp_map_page: SEPT.ADD, then PAGE.ADD from the
+ * S-EPT hook) and measures it (16 × MR.EXTEND). Seed 001: KVM_PRE_FAULT_MEMORY premaps first.
+ */
+async function launch(pages: Uint8Array[], flow: 'upstream' | 'seed-001-premap' = 'upstream'): Promise<{ vm: Vm<'tdx'>; mrtd: Uint8Array; kvm: ReturnType<typeof openKvm> }> {
   const kvm = openKvm({ archs: [tdx], hostBytes: 1 << 30, seed: 8 });
-  const vm = await kvm.createVm({ type: 'tdx', archOptions: { gpaw: 48 } });
+  const vm = await kvm.createVm({ type: 'tdx', archOptions: { gpaw: 48, launchFlow: flow } });
   setupGuestMemory(vm, { size: RAM, path: 'attributes' });
-  // Seed 001: KVM_PRE_FAULT_MEMORY builds the S-EPT path (SEPT.ADD) and premaps each leaf...
   const range = { gpa: IMAGE_GPA, size: IMAGE_PAGES * PAGE };
-  vm.preFaultMemory(range);
-  expect(range.size).toBe(0);
-  expect(vm.archApi.premapped).toBe(IMAGE_PAGES);
-  // ...then KVM_TDX_INIT_MEM_REGION with KVM_TDX_MEASURE_MEMORY_REGION: PAGE.ADD + 16 × MR.EXTEND
-  // of each premapped page, through the plugin's `populate` hook (tdx_gmem_post_populate). The
-  // plugin's vmApi hands `populate` the pfn the mirror root premapped, as its own tests do. Driving
-  // it through `vm.gmem.populate` (kvm_gmem_populate) instead is refused with EEXIST: the
-  // pre-fault's kvm_gmem_get_pfn already marked each folio prepared, and 6.18's guest_memfd
-  // refuses to populate a prepared page — seed 001's flow and 6.18's preparation tracking do not
-  // compose (upstream since v6.16 maps inside populate instead of pre-faulting).
+  if (flow === 'upstream') {
+    // pre_fault_allowed is false until KVM_TDX_FINALIZE_VM.
+    expect(() => vm.preFaultMemory({ ...range })).toThrow(/EOPNOTSUPP/);
+  } else {
+    vm.preFaultMemory(range);
+    expect(range.size).toBe(0);
+    expect(vm.archApi.premapped).toBe(IMAGE_PAGES);
+  }
   const progress = vm.archApi.initMemRegion({ gpa: IMAGE_GPA, nrPages: IMAGE_PAGES, sources: pages.map((bytes) => ({ kind: 'bytes', bytes }) as const) }, KVM_TDX_MEASURE_MEMORY_REGION);
   expect(progress).toEqual({ gpa: IMAGE_GPA + IMAGE_PAGES * PAGE, nrPages: 0 });
   expect(vm.archApi.premapped).toBe(0);
+  if (flow === 'upstream') expect(vm.mmu.leaves('private')).toHaveLength(IMAGE_PAGES);
   // KVM_TDX_FINALIZE_VM through the core (the contract types the hook's result as optional).
   const m = vm.finalize();
   if (m?.kind !== 'mrtd') throw new Error('finalize gave no MRTD');
+  // tdx_td_finalize set pre_fault_allowed.
+  expect(vm.preFaultAllowed).toBe(true);
   return { vm, mrtd: m.digest, kvm };
 }
 
@@ -121,6 +127,15 @@ describe('end to end: a TD under @cocokit/vm', () => {
     expect(a.vm.archApi.module.stats().calls['TDH.MEM.PAGE.ADD']).toBe(IMAGE_PAGES);
     expect(a.vm.archApi.module.stats().calls['TDH.MR.EXTEND']).toBe(IMAGE_PAGES * 16);
     for (const t of [a, b, c]) t.kvm.checkInvariants();
+  });
+
+  it("gives the same MRTD with seed 001's pre-fault-first flow: the measurement does not depend on who maps", async () => {
+    const up = await launch(image());
+    const seed = await launch(image(), 'seed-001-premap');
+    expect(seed.mrtd).toEqual(up.mrtd);
+    expectMirrorMatchesSept(seed.vm);
+    expectMirrorMatchesSept(up.vm);
+    seed.vm.checkInvariants();
   });
 
   it('does not offer in-place conversion (KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES is not a TDX capability)', async () => {

@@ -119,7 +119,7 @@ describe('guestAccess: what a guest access to memory meets', () => {
 
   it('a shared access is the shared EPT’s: ok; an initial (PAGE.ADDed) page needs no ACCEPT', () => {
     const t = createTestTd();
-    mapPrivate(t.vm, G, P);
+    // Upstream: INIT_MEM_REGION maps the page itself (tdx_gmem_post_populate).
     t.vm.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 1, sources: [{ kind: 'zero' }] });
     t.vm.finalize();
     expect(access(t, 2 ** 47 + (G + 9) * 4096, 'write')).toBe('ok');
@@ -129,7 +129,7 @@ describe('guestAccess: what a guest access to memory meets', () => {
 
   it('no vCPU runs before KVM_TDX_FINALIZE_VM (tdx_vcpu_pre_run): EINVAL', () => {
     const t = createTestTd();
-    mapPrivate(t.vm, G, P);
+    t.vm.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 1, sources: [{ kind: 'zero' }] });
     expect(errnoOf(() => access(t, G * 4096))).toBe('EINVAL');
     expect(errnoOf(() => t.vm.guestApi.accept(G * 4096))).toBe('EINVAL');
     expect(errnoOf(() => t.onVcpu(0, () => t.vm.guestApi.mapGpa(0, 4096)))).toBe('EINVAL');

@@ -35,5 +35,5 @@ export {
 } from './status.js';
 export type { TdvmcallStatus, TdxStatus } from './status.js';
 
-export { KVM_TDX_MEASURE_MEMORY_REGION, TDX_POPULATE_KINDS, createTdxVm } from './vm.js';
-export type { TdxArchVm, TdxInitMemRegion, TdxInitMemRegionProgress, TdxVmApi, TdxVmOptions } from './vm.js';
+export { KVM_TDX_MEASURE_MEMORY_REGION, TDX_LAUNCH_FLOWS, TDX_POPULATE_KINDS, createTdxVm } from './vm.js';
+export type { TdxArchVm, TdxInitMemRegion, TdxInitMemRegionProgress, TdxLaunchFlow, TdxVmApi, TdxVmOptions } from './vm.js';

@@ -15,7 +15,7 @@ it('runs the README example', () => {
     sim,
     host,
     vmType: 'tdx',
-    options: { gpaw: 48 },
+    options: { gpaw: 48, launchFlow: 'seed-001-premap' },
     exit(e) {
       exits.push(e);
       throw new Error(`exit ${e.reason}`);
@@ -27,6 +27,7 @@ it('runs the README example', () => {
   });
   const [p0, p1] = [host.allocPages(0, 'guest_memfd'), host.allocPages(0, 'guest_memfd')];
 
+  // Seed 001's flow, which needs no core to map (upstream's INIT_MEM_REGION asks the core, see below).
   // KVM_PRE_FAULT_MEMORY of one page, as the MMU does it: SEPT.ADD each missing level, then the leaf.
   for (const level of [3, 2, 1] as const) vm.linkPrivateTable(gfn(0x100), level);
   vm.setPrivateSpte(gfn(0x100), 0, pfn(p0)); // before finalize: premapped, no SEAMCALL

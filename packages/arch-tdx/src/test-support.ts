@@ -10,6 +10,7 @@
  */
 import { ArchExitOutsideGuestError, createTestHostMemory, type TestHostMemory } from '@cocokit/sdk/testing';
 import {
+  KvmError,
   createSim,
   gfn as toGfn,
   pfn as toPfn,
@@ -103,6 +104,42 @@ export function createTestTd(options: TdxVmOptions = {}, core: TestCoreOptions =
     enabledCap: (cap) => caps[cap],
     markBugged: (reason) => void bugs.push(reason),
     translate: (g, root) => (root === 'private' ? mirror.get(g) : undefined) as { pfn: Pfn; level: MappingLevel } | undefined,
+    allowPreFault: () => undefined,
+    // The test core's kvm_gmem_populate: one guest_memfd whose page for a gfn is allocated on
+    // first use; a populated page is prepared, and populating it again is EEXIST.
+    gmemPopulate(g, npages, src, kind): number {
+      let done = 0;
+      for (; done < npages; done++) {
+        const gi = g + done;
+        try {
+          if (gmemPrepared.has(gi)) throw new KvmError('EEXIST', 'kvm_gmem_populate', `gfn 0x${gi.toString(16)} is already prepared`);
+          const p = gmemPages.get(gi) ?? allocPfn(0);
+          gmemPages.set(gi, p);
+          late.vm?.populate(toGfn(gi), toPfn(p), src[done] ?? null, kind);
+          gmemPrepared.add(gi);
+        } catch (e) {
+          if (done === 0) throw e;
+          break;
+        }
+      }
+      return done;
+    },
+    // The test core's kvm_tdp_mmu_map_private_pfn: the TDP MMU's private fault (mapPrivate).
+    mapPrivatePfn(g, p): void {
+      const vm = late.vm;
+      if (vm === undefined) throw new KvmError('EIO', 'kvm_tdp_map_page', 'no VM yet');
+      const r = mapPrivate(vm, g, p);
+      if (r.status !== 'ok') throw new KvmError(r.status === 'error' ? r.errno : 'EINTR', 'kvm_tdp_map_page', r.reason);
+    },
+  };
+  const late: { vm?: TdxArchVm } = {};
+  const gmemPages = new Map<number, number>();
+  const gmemPrepared = new Set<number>();
+  const allocPfn = (level: MappingLevel): number => {
+    const n = framesAtLevel(level);
+    const p = Math.ceil(nextPfn / n) * n;
+    nextPfn = p + n;
+    return p;
   };
   const raw = tdx.createVm(ctx) as TdxArchVm;
   const setMirror = (g: number, level: MappingLevel, p: number | undefined): void => {
@@ -132,6 +169,7 @@ export function createTestTd(options: TdxVmOptions = {}, core: TestCoreOptions =
       return r;
     },
   };
+  late.vm = vm;
   return {
     vm,
     sim,
@@ -149,12 +187,7 @@ export function createTestTd(options: TdxVmOptions = {}, core: TestCoreOptions =
         vcpu = outer;
       }
     },
-    allocPfn(level) {
-      const n = framesAtLevel(level);
-      const p = Math.ceil(nextPfn / n) * n;
-      nextPfn = p + n;
-      return p;
-    },
+    allocPfn,
   };
 }
 

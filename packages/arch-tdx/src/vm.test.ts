@@ -19,9 +19,82 @@ function thrown(f: () => unknown): { errno: string; data: Record<string, unknown
   throw new Error('expected a KvmError');
 }
 
-describe('the seed 001 launch order', () => {
-  it('KVM_PRE_FAULT_MEMORY builds the S-EPT and premaps; INIT_MEM_REGION PAGE.ADDs; FINALIZE closes MRTD', () => {
+/** Seed 001's flow: KVM_PRE_FAULT_MEMORY before KVM_TDX_INIT_MEM_REGION. */
+const SEED = { launchFlow: 'seed-001-premap' } as const;
+
+describe('the upstream launch order (default)', () => {
+  it('INIT_MEM_REGION maps each page itself (SEPT.ADD, then PAGE.ADD from the S-EPT hook), measures it; FINALIZE allows pre-faulting', () => {
     const t = createTestTd();
+    const { vm } = t;
+    expect(vm.vmApi.launchFlow).toBe('upstream');
+    // tdx_vm_init: pre_fault_allowed stays false until tdx_td_finalize.
+    expect(vm.capabilities.preFaultAllowed).toBe(false);
+    const progress = vm.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 4, sources: [zero, zero, zero, zero] }, KVM_TDX_MEASURE_MEMORY_REGION);
+    expect(progress).toEqual({ gpa: (G + 4) * 4096, nrPages: 0 });
+    const calls = vm.vmApi.module.stats().calls;
+    expect(calls['TDH.MEM.SEPT.ADD']).toBeGreaterThan(0);
+    expect(calls['TDH.MEM.PAGE.ADD']).toBe(4);
+    expect(calls['TDH.MR.EXTEND']).toBe(64);
+    expect(vm.vmApi.premapped).toBe(0);
+    // The mirror root and the S-EPT agree: the MMU mapped what the module added.
+    for (let i = 0; i < 4; i++) {
+      const m = t.mirror.get(G + i);
+      expect(m).toBeDefined();
+      expect(vm.vmApi.module.sept.entry(G + i, 0)).toMatchObject({ state: SEPT_STATE.MAPPED, pfn: m?.pfn });
+    }
+    vm.checkInvariants();
+    let allowed = false;
+    const u = createTestTd();
+    u.ctx.allowPreFault = () => void (allowed = true);
+    u.vm.finalize();
+    expect(allowed).toBe(true);
+    expect(vm.finalize().digest).toHaveLength(48);
+    vm.checkInvariants();
+  });
+
+  it('gives the MRTD seed 001 gives for the same image: the measurement does not depend on who maps', () => {
+    const bytes = new Uint8Array(4096).fill(0x5a);
+    const up = createTestTd().vm;
+    up.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 2, sources: [{ kind: 'bytes', bytes }, zero] }, KVM_TDX_MEASURE_MEMORY_REGION);
+    const seed = createTestTd(SEED).vm;
+    for (let i = 0; i < 2; i++) expect(mapPrivate(seed, G + i, P + i)).toEqual({ status: 'ok' });
+    seed.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 2, sources: [{ kind: 'bytes', bytes }, zero] }, KVM_TDX_MEASURE_MEMORY_REGION);
+    expect(up.finalize().digest).toEqual(seed.finalize().digest);
+  });
+
+  it('refuses populating a page twice (kvm_gmem_populate: EEXIST), after FINALIZE (EINVAL), and a source-less page (EOPNOTSUPP)', () => {
+    const { vm } = createTestTd();
+    vm.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 1, sources: [zero] });
+    const again = thrown(() => vm.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 1, sources: [zero] }));
+    expect(again).toEqual({ errno: 'EEXIST', data: { gpa: G * 4096, nrPages: 1 } });
+    expect(thrown(() => vm.populate(gfn(G + 1), pfn(P + 1), null, 'measured')).errno).toBe('EOPNOTSUPP');
+    expect(vm.vmApi.module.stats().calls['TDH.MEM.PAGE.ADD']).toBe(1);
+    vm.finalize();
+    expect(thrown(() => vm.vmApi.initMemRegion({ gpa: (G + 1) * 4096, nrPages: 1, sources: [zero] })).errno).toBe('EINVAL');
+    vm.checkInvariants();
+  });
+
+  it('a private mapping before FINALIZE outside INIT_MEM_REGION is a KVM bug (tdx_mem_page_add: no page_add_src): EIO', () => {
+    const t = createTestTd();
+    const r = mapPrivate(t.vm, G, P);
+    expect(r).toMatchObject({ status: 'error', errno: 'EIO' });
+    expect(t.bugs).toHaveLength(1);
+  });
+
+  it('needs the core to map and populate: without ctx.gmemPopulate INIT_MEM_REGION is EOPNOTSUPP', () => {
+    const t = createTestTd();
+    delete (t.ctx as { gmemPopulate?: unknown }).gmemPopulate;
+    expect(thrown(() => t.vm.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 1, sources: [zero] })).errno).toBe('EOPNOTSUPP');
+  });
+
+  it('refuses an unknown launchFlow', () => {
+    expect(() => createTestTd({ launchFlow: 'nope' } as never)).toThrow(/launchFlow must be one of upstream, seed-001-premap/);
+  });
+});
+
+describe("the seed 001 launch order (launchFlow: 'seed-001-premap')", () => {
+  it('KVM_PRE_FAULT_MEMORY builds the S-EPT and premaps; INIT_MEM_REGION PAGE.ADDs; FINALIZE closes MRTD', () => {
+    const t = createTestTd(SEED);
     const { vm } = t;
     for (let i = 0; i < 4; i++) expect(mapPrivate(vm, G + i, P + i)).toEqual({ status: 'ok' });
     // SEPT.ADD happened (path built) but no leaf yet: setPrivateSpte before finalize only premaps.
@@ -41,7 +114,7 @@ describe('the seed 001 launch order', () => {
   });
 
   it('INIT_MEM_REGION without PRE_FAULT is refused with ENOENT, nothing added, the region written back', () => {
-    const { vm } = createTestTd();
+    const { vm } = createTestTd(SEED);
     expect(mapPrivate(vm, G, P)).toEqual({ status: 'ok' });
     const e = thrown(() => vm.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 2, sources: [zero, zero] }));
     expect(e.errno).toBe('ENOENT');
@@ -53,7 +126,7 @@ describe('the seed 001 launch order', () => {
   });
 
   it('populate refuses a pfn other than the premapped one (EAGAIN), no source (EOPNOTSUPP) and unknown kinds', () => {
-    const { vm } = createTestTd();
+    const { vm } = createTestTd(SEED);
     mapPrivate(vm, G, P);
     expect(thrown(() => vm.populate(gfn(G), pfn(P + 1), zero, 'measured')).errno).toBe('EAGAIN');
     expect(thrown(() => vm.populate(gfn(G), pfn(P), null, 'measured')).errno).toBe('EOPNOTSUPP');
@@ -62,7 +135,7 @@ describe('the seed 001 launch order', () => {
   });
 
   it('INIT_MEM_REGION validates like tdx_vcpu_init_mem_region', () => {
-    const { vm } = createTestTd();
+    const { vm } = createTestTd(SEED);
     const r = (gpa: number, nrPages: number, flags = 0) => thrown(() => vm.vmApi.initMemRegion({ gpa, nrPages, sources: Array(Math.max(nrPages, 0)).fill(zero) }, flags)).errno;
     expect(r(G * 4096, 1, 2)).toBe('EINVAL'); // unknown flag
     expect(r(G * 4096 + 1, 1)).toBe('EINVAL'); // unaligned
@@ -72,7 +145,7 @@ describe('the seed 001 launch order', () => {
   });
 
   it('FINALIZE refuses premapped pages never added (nr_premapped) and a second finalize; ADD after it is refused', () => {
-    const { vm } = createTestTd();
+    const { vm } = createTestTd(SEED);
     mapPrivate(vm, G, P);
     expect(thrown(() => vm.finalize()).errno).toBe('EINVAL');
     vm.vmApi.initMemRegion({ gpa: G * 4096, nrPages: 1, sources: [zero] });
@@ -84,7 +157,7 @@ describe('the seed 001 launch order', () => {
   });
 
   it('zapping a premapped page drops it from the count (tdx_is_sept_zap_err_due_to_premap)', () => {
-    const { vm } = createTestTd();
+    const { vm } = createTestTd(SEED);
     mapPrivate(vm, G, P);
     expect(vm.removePrivateSpte(gfn(G), 0, pfn(P))).toEqual({ status: 'ok' });
     expect(vm.vmApi.premapped).toBe(0);
@@ -179,7 +252,7 @@ describe('capabilities and fault classification', () => {
     expect(a.capabilities).toMatchObject({ sharedGpaBit: 47, mirrorRoot: true, privateByDefault: true, measurement: 'mrtd' });
     expect(a.classifyFault({ gpa: 2 ** 47 + 0x5000, access: 'read' })).toEqual({ gfn: 5, private: false });
     expect(a.classifyFault({ gpa: 0x5123, access: 'read' })).toEqual({ gfn: 5, private: true });
-    const b = createTestTd({ gpaw: 52 }).vm;
+    const b = createTestTd({ gpaw: 52, launchFlow: 'seed-001-premap' }).vm;
     expect(b.capabilities.sharedGpaBit).toBe(51);
     expect(b.vmApi.module.sept.rootLevel).toBe(4);
     expect(b.classifyFault({ gpa: 2 ** 51 + 2 ** 47, access: 'write' })).toEqual({ gfn: 2 ** 35, private: false });

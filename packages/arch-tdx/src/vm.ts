@@ -3,18 +3,27 @@
  * arch/x86/kvm/vmx/tdx.c implements the matching kvm_x86_ops, on top of a {@link TdxModule} that
  * holds the real (Secure) EPT while the core's MMU keeps the mirror root (capabilities.mirrorRoot).
  *
- * Launch follows seed 001: KVM_PRE_FAULT_MEMORY builds the S-EPT path (the MMU calls
- * `linkPrivateTable` → TDH.MEM.SEPT.ADD for each missing level, then `setPrivateSpte`, which before
- * finalize only records the page as "premapped", tdx_mem_page_record_premap_cnt);
- * KVM_TDX_INIT_MEM_REGION then PAGE.ADDs (and optionally measures) each premapped page through
- * `populate`; KVM_TDX_FINALIZE_VM closes MRTD. After finalize, `setPrivateSpte` is TDH.MEM.PAGE.AUG.
+ * Launch, upstream (the default, `launchFlow: 'upstream'`): tdx_vm_init leaves
+ * kvm->arch.pre_fault_allowed false, so KVM_PRE_FAULT_MEMORY is EOPNOTSUPP until
+ * KVM_TDX_FINALIZE_VM. KVM_TDX_INIT_MEM_REGION (tdx_vcpu_init_mem_region) runs kvm_gmem_populate
+ * per page (`ctx.gmemPopulate`), whose post_populate callback, tdx_gmem_post_populate (the
+ * `populate` hook), maps the gfn itself into the mirror root (`ctx.mapPrivatePfn`:
+ * kvm_tdp_mmu_map_private_pfn, kvm_tdp_map_page before v6.19): the MMU links the S-EPT path
+ * (`linkPrivateTable` → TDH.MEM.SEPT.ADD) and sets the leaf, and `setPrivateSpte` does
+ * TDH.MEM.PAGE.ADD from the source page the hook lent it (kvm_tdx->page_add_src, tdx_mem_page_add,
+ * kvm-x86 commit 6b5b71f "ADD pages to the TD image while populating mirror EPT entries"; v6.16 to
+ * v6.18 did the same PAGE.ADD in tdx_gmem_post_populate right after the map, with a premap count
+ * that could not be left non-zero since pre-faulting was refused). Then 16 × TDH.MR.EXTEND when
+ * measured. KVM_TDX_FINALIZE_VM closes MRTD (TDH.MR.FINALIZE) and sets pre_fault_allowed
+ * (`ctx.allowPreFault`). After finalize, `setPrivateSpte` is TDH.MEM.PAGE.AUG.
  *
- * Upstream moved on from seed 001 in two steps, which the model does not follow: since v6.16
- * tdx_gmem_post_populate maps the page itself (kvm_tdp_map_page), so INIT_MEM_REGION works without
- * a prior KVM_PRE_FAULT_MEMORY; and kvm-x86 commit 6b5b71f ("ADD pages to the TD image while
- * populating mirror EPT entries") does PAGE.ADD inside the set-SPTE callback, dropping the premap
- * count. The plugin cannot map on its own (the mirror root is the core's), so it keeps seed 001's
- * refusal; a core that wants upstream's behaviour pre-faults inside INIT_MEM_REGION.
+ * Launch, seed 001 (`launchFlow: 'seed-001-premap'`, the 2024 RFC "[PATCH 19/21] KVM: TDX: Add an
+ * ioctl to create initial guest memory"): pre-faulting is allowed from creation; KVM_PRE_FAULT_MEMORY
+ * builds the S-EPT path and `setPrivateSpte` only records the page as premapped
+ * (tdx_mem_page_record_premap_cnt, nr_premapped); KVM_TDX_INIT_MEM_REGION PAGE.ADDs each premapped
+ * page, refusing ENOENT for one that was not pre-faulted; FINALIZE refuses EINVAL while
+ * nr_premapped != 0. The measurement is the same in both flows: MRTD records GPAs and contents,
+ * not who mapped the page.
  */
 import {
   KvmError,
@@ -51,8 +60,19 @@ export const KVM_TDX_MEASURE_MEMORY_REGION = 1;
 /** The page kinds `populate` takes for TDX: measured (PAGE.ADD + 16 × MR.EXTEND) or not. */
 export const TDX_POPULATE_KINDS = ['measured', 'unmeasured'] as const;
 
-/** Options of a TD, passed by the VMM in `createVm({ type: 'tdx', options })`. */
+/**
+ * How a TD's initial image is built: `'upstream'` (v6.16+: KVM_TDX_INIT_MEM_REGION maps each page
+ * itself, KVM_PRE_FAULT_MEMORY only after finalize) or `'seed-001-premap'` (seed 001's 2024 RFC:
+ * pre-fault first, INIT_MEM_REGION adds the premapped pages).
+ */
+export const TDX_LAUNCH_FLOWS = ['upstream', 'seed-001-premap'] as const;
+/** One of {@link TDX_LAUNCH_FLOWS}. */
+export type TdxLaunchFlow = (typeof TDX_LAUNCH_FLOWS)[number];
+
+/** Options of a TD, passed by the VMM in `createVm({ type: 'tdx', archOptions })`. */
 export interface TdxVmOptions {
+  /** The launch flow; default `'upstream'`. See {@link TDX_LAUNCH_FLOWS}. */
+  readonly launchFlow?: TdxLaunchFlow;
   /** GPAW: 48 (shared bit 47, 4-level S-EPT; default) or 52 (bit 51, 5-level). */
   readonly gpaw?: Gpaw;
   /**
@@ -89,17 +109,25 @@ export interface TdxInitMemRegionProgress {
 export interface TdxVmApi {
   /** The TD's TDX module: the S-EPT, MRTD and every SEAMCALL, for inspection and experiments. */
   readonly module: TdxModule;
-  /** Pages premapped by KVM_PRE_FAULT_MEMORY and not yet added by KVM_TDX_INIT_MEM_REGION (nr_premapped). */
+  /** The TD's launch flow (the `launchFlow` option). */
+  readonly launchFlow: TdxLaunchFlow;
+  /**
+   * Pages premapped by KVM_PRE_FAULT_MEMORY and not yet added by KVM_TDX_INIT_MEM_REGION
+   * (nr_premapped); always 0 with the upstream flow, where nothing premaps.
+   */
   readonly premapped: number;
   /**
    * KVM_TDX_INIT_MEM_REGION: PAGE.ADD each page of `region` (and, with
    * {@link KVM_TDX_MEASURE_MEMORY_REGION} in `flags`, MR.EXTEND it in 256-byte chunks) through
-   * `populate`. Every page must have been pre-faulted (KVM_PRE_FAULT_MEMORY) first.
+   * `populate`. Upstream: per page kvm_gmem_populate (`ctx.gmemPopulate`), which maps the page
+   * itself. Seed 001: every page must have been pre-faulted (KVM_PRE_FAULT_MEMORY) first.
    *
    * @throws {@link KvmError} EINVAL (flags, alignment, empty or wrapping region, shared GPA, TD
-   *   finalized, wrong number of sources); ENOENT (a page was not pre-faulted); EAGAIN, EBUSY, EIO,
-   *   EOPNOTSUPP from `populate`. The error's `data` is the region written back (`gpa`, `nrPages`
-   *   left), as KVM copies it to userspace so the VMM can resume.
+   *   finalized, wrong number of sources, a gfn not private or without guest_memfd); EEXIST
+   *   (upstream: the page was already populated or faulted in, kvm_gmem_populate); ENOENT (seed
+   *   001: a page was not pre-faulted); EAGAIN, EBUSY, EIO, EOPNOTSUPP from `populate`. The error's
+   *   `data` is the region written back (`gpa`, `nrPages` left), as KVM copies it to userspace so
+   *   the VMM can resume.
    */
   initMemRegion(region: TdxInitMemRegion, flags?: number): TdxInitMemRegionProgress;
   /** KVM_TDX_FINALIZE_VM: the same as the `finalize` hook. */
@@ -147,7 +175,7 @@ export type TdxArchVm = Omit<ArchVm<TdxVmApi, TdxGuestApi>, 'finalize'> &
     finalize(): ArchMeasurement;
   };
 
-const KNOWN_OPTIONS = new Set(['gpaw', 'hugePages', 'septVeDisable']);
+const KNOWN_OPTIONS = new Set(['gpaw', 'hugePages', 'septVeDisable', 'launchFlow']);
 
 function parseOptions(options: Readonly<Record<string, unknown>>): Required<TdxVmOptions> {
   for (const k of Object.keys(options)) {
@@ -159,7 +187,11 @@ function parseOptions(options: Readonly<Record<string, unknown>>): Required<TdxV
   for (const k of ['hugePages', 'septVeDisable'] as const) {
     if (options[k] !== undefined && typeof options[k] !== 'boolean') throw new KvmError('EINVAL', 'KVM_CREATE_VM(tdx)', `option ${k} must be a boolean`);
   }
-  return { gpaw, hugePages: options['hugePages'] === true, septVeDisable: options['septVeDisable'] === true };
+  const launchFlow = options['launchFlow'] ?? 'upstream';
+  if (!(TDX_LAUNCH_FLOWS as readonly unknown[]).includes(launchFlow)) {
+    throw new KvmError('EINVAL', 'KVM_CREATE_VM(tdx)', `option launchFlow must be one of ${TDX_LAUNCH_FLOWS.join(', ')}`);
+  }
+  return { gpaw, hugePages: options['hugePages'] === true, septVeDisable: options['septVeDisable'] === true, launchFlow: launchFlow as TdxLaunchFlow };
 }
 
 /**
@@ -174,6 +206,12 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
   /** gfn → pfn premapped by the MMU before finalize, not yet PAGE.ADDed (nr_premapped). */
   const premapped = new Map<number, number>();
   const premappedPfns = new Set<number>();
+  const upstream = opts.launchFlow === 'upstream';
+  /**
+   * kvm_tdx->page_add_src: the source page tdx_gmem_post_populate lends the S-EPT hook while it
+   * maps a gfn (upstream flow), for TDH.MEM.PAGE.ADD in `setPrivateSpte`.
+   */
+  let pageAddSrc: PageSource | undefined;
   let addsAtFinalize: number | undefined;
   /** Set by a KVM_BUG_ON after a failed SEAMCALL: the VM is dead to every later hook (kvm_vm_bugged). */
   let bugged: string | undefined;
@@ -225,12 +263,10 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
     privateRootLevel: module.sept.rootLevel,
     inPlaceConversion: false,
     measurement: 'mrtd',
-    // Seed 001 premaps the image with KVM_PRE_FAULT_MEMORY before KVM_TDX_FINALIZE_VM, so the
-    // plugin allows pre-faulting from creation. Upstream does not: tdx_vm_init leaves
-    // kvm->arch.pre_fault_allowed false and only tdx_td_finalize sets it (after TDH.MR.FINALIZE,
-    // state RUNNABLE), so there a pre-fault before finalize is EOPNOTSUPP and INIT_MEM_REGION maps
-    // each page itself (see the note at the top).
-    preFaultAllowed: true,
+    // Upstream: tdx_vm_init leaves kvm->arch.pre_fault_allowed false and only tdx_td_finalize sets
+    // it (after TDH.MR.FINALIZE, state RUNNABLE), so a pre-fault before finalize is EOPNOTSUPP.
+    // Seed 001 premaps the image with KVM_PRE_FAULT_MEMORY before finalize: allowed from creation.
+    preFaultAllowed: !upstream,
   });
 
   /** An input the core never sends: refused without bugging the VM, nothing changed. */
@@ -278,6 +314,45 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
     // tdx_vcpu_init_mem_region: "Once TD is finalized, the initial guest memory is fixed."
     if (module.finalized) throw new KvmError('EINVAL', op, 'the TD is finalized: its initial memory is fixed');
     if (src === null) throw new KvmError('EOPNOTSUPP', op, 'TDH.MEM.PAGE.ADD needs a source page (tdx_gmem_post_populate)');
+    if (upstream) addByMapping(gfn, pfn, src);
+    else addPremapped(gfn, pfn, src);
+    if (kind !== 'measured') return;
+    for (let off = 0; off < 4096; off += TDX_EXTENDMR_CHUNKSIZE) {
+      const s = module.mrExtend(gfn * 4096 + off);
+      if (s !== TDX_STATUS.TDX_SUCCESS) {
+        markBugged(`TDH.MR.EXTEND failed with ${tdxStatusName(s)}`);
+        throw new KvmError('EIO', op, `TDH.MR.EXTEND failed with ${tdxStatusName(s)} (KVM_BUG_ON: the VM is bugged)`, { hwError: s });
+      }
+    }
+  }
+
+  /**
+   * Upstream tdx_gmem_post_populate: lend the source page (kvm_tdx->page_add_src) and map the gfn
+   * into the mirror root (kvm_tdp_mmu_map_private_pfn); the S-EPT hooks do SEPT.ADD for missing
+   * levels and PAGE.ADD for the leaf (`setPrivateSpte` before finalize).
+   */
+  function addByMapping(gfn: Gfn, pfn: Pfn, src: PageSource): void {
+    const op = 'KVM_TDX_INIT_MEM_REGION';
+    if (ctx.mapPrivatePfn === undefined) throw new KvmError('EOPNOTSUPP', op, "this core cannot map a gfn for the arch (no ArchVmContext.mapPrivatePfn): use launchFlow 'seed-001-premap'");
+    // KVM_BUG_ON(kvm_tdx->page_add_src, kvm): populate does not nest.
+    if (pageAddSrc !== undefined) {
+      markBugged('tdx_gmem_post_populate re-entered with a source page lent');
+      throw new KvmError('EIO', op, 'tdx_gmem_post_populate re-entered (KVM_BUG_ON: the VM is bugged)');
+    }
+    pageAddSrc = src;
+    try {
+      ctx.mapPrivatePfn(gfn, pfn);
+    } catch (e) {
+      if (!isKvmError(e)) throw e;
+      throw new KvmError(e.errno, op, `mapping gfn 0x${gfn.toString(16)}: ${e.reason}`, e.data);
+    } finally {
+      pageAddSrc = undefined;
+    }
+  }
+
+  /** Seed 001: PAGE.ADD the page KVM_PRE_FAULT_MEMORY premapped. */
+  function addPremapped(gfn: Gfn, pfn: Pfn, src: PageSource): void {
+    const op = 'KVM_TDX_INIT_MEM_REGION';
     const mapped = premapped.get(gfn);
     // Seed 001: KVM_TDX_INIT_MEM_REGION maps nothing; it refuses a page KVM_PRE_FAULT_MEMORY did not
     // map, with -ENOENT (!kvm_tdp_mmu_gpa_is_mapped in "[PATCH 19/21] KVM: TDX: Add an ioctl to
@@ -294,14 +369,6 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
     }
     premapped.delete(gfn);
     premappedPfns.delete(pfn);
-    if (kind !== 'measured') return;
-    for (let off = 0; off < 4096; off += TDX_EXTENDMR_CHUNKSIZE) {
-      const s = module.mrExtend(gfn * 4096 + off);
-      if (s !== TDX_STATUS.TDX_SUCCESS) {
-        markBugged(`TDH.MR.EXTEND failed with ${tdxStatusName(s)}`);
-        throw new KvmError('EIO', op, `TDH.MR.EXTEND failed with ${tdxStatusName(s)} (KVM_BUG_ON: the VM is bugged)`, { hwError: s });
-      }
-    }
   }
 
   function finalize(): ArchMeasurement {
@@ -319,11 +386,14 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
       throw new KvmError('EIO', op, `TDH.MR.FINALIZE failed with ${tdxStatusName(r.status)}`, { hwError: r.status });
     }
     addsAtFinalize = module.pageAddCount;
+    // tdx_td_finalize: state RUNNABLE, kvm->arch.pre_fault_allowed = true.
+    ctx.allowPreFault?.();
     return { kind: 'mrtd', digest: r.digest };
   }
 
   const vmApi: TdxVmApi = {
     module,
+    launchFlow: opts.launchFlow,
     get premapped() {
       return premapped.size;
     },
@@ -343,6 +413,14 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
       for (let i = 0; i < nrPages; i++) {
         const g = gpa / 4096 + i;
         try {
+          if (upstream) {
+            // tdx_vcpu_init_mem_region: kvm_gmem_populate one page at a time with
+            // tdx_gmem_post_populate; anything but 1 page done is -EIO.
+            if (ctx.gmemPopulate === undefined) throw new KvmError('EOPNOTSUPP', op, "this core has no kvm_gmem_populate for the arch (no ArchVmContext.gmemPopulate): use launchFlow 'seed-001-premap'");
+            const done = ctx.gmemPopulate(toGfn(g), 1, [sources[i] ?? null], kind);
+            if (done !== 1) throw new KvmError('EIO', op, `kvm_gmem_populate did ${done} pages, not 1`);
+            continue;
+          }
           const pfn = premapped.get(g);
           // The pfn comes from guest_memfd in KVM; an unmapped gfn has none the plugin can see, and
           // is refused in populate with ENOENT before anything else happens.
@@ -404,6 +482,18 @@ export function createTdxVm(ctx: ArchVmContext): TdxArchVm {
         const status = module.pageAug(gfn, level, pfn);
         if (status === TDX_STATUS.TDX_SUCCESS || isTdxOperandBusy(status)) return seamcallToArchResult('TDH.MEM.PAGE.AUG', status);
         return bug('TDH.MEM.PAGE.AUG', status);
+      }
+      if (upstream) {
+        // tdx_mem_page_add: only tdx_gmem_post_populate maps before finalize, with a source page
+        // lent (KVM_BUG_ON(!kvm_tdx->page_add_src) → -EIO); the TD build is 4K only.
+        if (level !== 0) return badInput('setPrivateSpte: the TD build maps 4K pages only (TDH.MEM.PAGE.ADD is 4K-only)');
+        if (pageAddSrc === undefined) {
+          markBugged(`setPrivateSpte: gfn 0x${gfn.toString(16)} mapped before finalize outside KVM_TDX_INIT_MEM_REGION`);
+          return archError('EIO', `setPrivateSpte: no source page for TDH.MEM.PAGE.ADD of gfn 0x${gfn.toString(16)} (KVM_BUG_ON: the VM is bugged)`);
+        }
+        const status = module.pageAdd(gfn, pfn, pageAddSrc);
+        if (status === TDX_STATUS.TDX_SUCCESS || isTdxOperandBusy(status)) return seamcallToArchResult('TDH.MEM.PAGE.ADD', status);
+        return bug('TDH.MEM.PAGE.ADD', status);
       }
       // Before finalize: no SEAMCALL, the page is counted as premapped for KVM_TDX_INIT_MEM_REGION
       // (tdx_mem_page_record_premap_cnt). The TD build is 4K only (PAGE.ADD is 4K-only).

@@ -7,6 +7,7 @@ import {
   KvmError,
   ModelInvariantError,
   PAGE_SIZE,
+  isKvmError,
   uapi,
   type ArchCapabilities,
   type ArchExit,
@@ -14,6 +15,7 @@ import {
   type ArchVm,
   type ArchVmApiOf,
   type ArchVmContext,
+  type Gfn,
   type KvmClearDirtyLog,
   type KvmCreateGuestMemfd,
   type KvmDirtyLog,
@@ -22,6 +24,7 @@ import {
   type KvmMemoryAttributes2,
   type KvmPreFaultMemory,
   type KvmUserspaceMemoryRegion2,
+  type Pfn,
   type Sim,
 } from '@cocokit/sdk';
 import { createGmemVm, type GmemProposals, type GmemVm, type GuestMemfd, type HugeFolioPolicy } from '@cocokit/gmem';
@@ -169,6 +172,11 @@ export class Vm<T extends string = string> {
   private dead: string | undefined;
   /** The arch called `ctx.allowPreFault` (kvm->arch.pre_fault_allowed set by vendor code). */
   private preFaultAllowedByArch = false;
+  /**
+   * The arch is mapping through `ctx.mapPrivatePfn`: kvm_tdp_map_page runs without the
+   * pre_fault_allowed check, which belongs to the KVM_PRE_FAULT_MEMORY ioctl only.
+   */
+  private archMapping = false;
   private destroyed = false;
   readonly exitCounts = new Map<string, number>();
   private readonly vcpuStats: VcpuStatsSink = { steps: 0, accesses: 0, exceptions: 0, npfs: 0, faultRetries: 0, archCalls: 0, hypercalls: 0 };
@@ -221,6 +229,13 @@ export class Vm<T extends string = string> {
       allowPreFault: () => {
         this.preFaultAllowedByArch = true;
       },
+      gmemPopulate: (gfn, npages, src, kind) => {
+        // kvm_gmem_populate: the gfn's memslot must be a guest_memfd one (kvm_slot_can_be_private).
+        const slot = this.memslots.lookup(gfn);
+        if (slot === undefined) throw new KvmError('EINVAL', 'kvm_gmem_populate', `gfn 0x${gfn.toString(16)} is in no memslot`);
+        return this.gmem.populate({ slot, gfn, npages, src, kind });
+      },
+      mapPrivatePfn: (gfn, pfn) => this.mapPrivatePfn(gfn, pfn),
     };
     this.arch = init.createArch?.(ctx);
     this.capabilities = this.arch?.capabilities ?? init.capabilities;
@@ -265,7 +280,7 @@ export class Vm<T extends string = string> {
           ...(init.hugepageRecovery === undefined ? {} : { hugepageRecovery: init.hugepageRecovery }),
           ...(hooks === undefined ? {} : { beforeMap: hooks }),
           // kvm_arch_vcpu_pre_fault_memory: -EOPNOTSUPP unless kvm->arch.pre_fault_allowed.
-          preFaultAllowed: () => this.preFaultAllowed,
+          preFaultAllowed: () => this.preFaultAllowed || this.archMapping,
         });
       undo.push(() => this.mmu.destroy());
       late.mmu = this.mmu;
@@ -450,6 +465,34 @@ export class Vm<T extends string = string> {
   preFaultMemory(range: KvmPreFaultMemory): number {
     this.checkAlive('KVM_PRE_FAULT_MEMORY');
     return this.mmu.preFaultMemory(range);
+  }
+
+  /**
+   * The arch's `ctx.mapPrivatePfn`: kvm_tdp_mmu_map_private_pfn (v6.19+; kvm_tdp_map_page with
+   * PFERR_PRIVATE_ACCESS before it, arch/x86/kvm/mmu/mmu.c) for tdx_gmem_post_populate. One
+   * kvm_tdp_map_page step of the pre-fault machinery, without KVM_PRE_FAULT_MEMORY's
+   * pre_fault_allowed check; the fault takes its pfn from guest_memfd, which must be `pfn`.
+   */
+  private mapPrivatePfn(gfn: Gfn, pfn: Pfn): void {
+    const op = 'kvm_tdp_map_page';
+    if (this.dead !== undefined) throw new KvmError('EIO', op, `the VM is dead: ${this.dead}`);
+    const slot = this.memslots.lookup(gfn);
+    if (!this.mmu.isPrivateGfn(gfn, slot)) throw new KvmError('EINVAL', op, `gfn 0x${gfn.toString(16)} is not private`);
+    const range = { gpa: gfn * 4096, size: 4096 };
+    this.archMapping = true;
+    try {
+      this.mmu.preFaultMemory(range);
+    } catch (e) {
+      if (isKvmError(e)) throw new KvmError(e.errno, op, e.reason);
+      throw e;
+    } finally {
+      this.archMapping = false;
+    }
+    const leaf = this.mmu.lookup(gfn, 'private');
+    // tdx_gmem_post_populate maps the pfn kvm_gmem_populate holds; any other would be a KVM bug.
+    if (leaf === undefined || leaf.pfn !== pfn) {
+      throw new KvmError('EIO', op, `gfn 0x${gfn.toString(16)} mapped to ${leaf === undefined ? 'nothing' : `pfn 0x${leaf.pfn.toString(16)}`}, not pfn 0x${pfn.toString(16)}`);
+    }
   }
 
   /** KVM_GET_DIRTY_LOG. */

@@ -1,10 +1,16 @@
 /**
- * `cocokit launch`: seed 001's launch of a confidential VM, on TDX and SEV-SNP. Each type builds
- * its initial image the way KVM drives it and gets a SHA-384 measurement back:
+ * `cocokit launch`: the launch of a confidential VM, on TDX (upstream, and seed 001's flow) and
+ * SEV-SNP. Each type builds its initial image the way KVM drives it and gets a SHA-384 measurement
+ * back:
  *
- * - TDX (seed 001): KVM_PRE_FAULT_MEMORY builds the S-EPT path (TDH.MEM.SEPT.ADD) and premaps each
- *   page without a SEAMCALL; KVM_TDX_INIT_MEM_REGION then PAGE.ADDs each premapped page and
- *   measures it (16 × TDH.MR.EXTEND); KVM_TDX_FINALIZE_VM closes MRTD (TDH.MR.FINALIZE).
+ * - TDX (upstream, v6.16+): KVM_PRE_FAULT_MEMORY is EOPNOTSUPP until finalize; KVM_TDX_INIT_MEM_REGION
+ *   runs kvm_gmem_populate per page, whose tdx_gmem_post_populate maps the gfn itself
+ *   (kvm_tdp_map_page: TDH.MEM.SEPT.ADD for the path, TDH.MEM.PAGE.ADD for the leaf) and measures
+ *   it (16 × TDH.MR.EXTEND); KVM_TDX_FINALIZE_VM closes MRTD and allows pre-faulting.
+ * - TDX, seed 001 (`tdx-seed-001`, the plugin's `launchFlow: 'seed-001-premap'`): KVM_PRE_FAULT_MEMORY
+ *   builds the S-EPT path and premaps each page without a SEAMCALL; KVM_TDX_INIT_MEM_REGION then
+ *   PAGE.ADDs each premapped page and measures it; KVM_TDX_FINALIZE_VM closes MRTD. The MRTD equals
+ *   upstream's for the same image: the measurement does not depend on who maps.
  * - SNP: SNP_LAUNCH_START; SNP_LAUNCH_UPDATE through kvm_gmem_populate, which allocates each page
  *   itself (no pre-fault: KVM refuses KVM_PRE_FAULT_MEMORY with EOPNOTSUPP until LAUNCH_FINISH);
  *   SNP_LAUNCH_FINISH seals the launch digest.
@@ -15,7 +21,7 @@
  * errno the plugins return.
  */
 import snp from '@cocokit/arch-snp';
-import tdx, { KVM_TDX_MEASURE_MEMORY_REGION } from '@cocokit/arch-tdx';
+import tdx, { KVM_TDX_MEASURE_MEMORY_REGION, type TdxLaunchFlow } from '@cocokit/arch-tdx';
 import { isKvmError, type PageSource, type TraceSink } from '@cocokit/sdk';
 import { openKvm, setupGuestMemory, type Kvm, type Vm } from '@cocokit/vm';
 import type { TopLevelSpec } from 'vega-lite';
@@ -27,14 +33,14 @@ const PAGE = 4096;
 const MiB = 2 ** 20;
 
 /** The VM types with a measured launch. */
-export const LAUNCH_TYPES = ['tdx', 'snp'] as const;
+export const LAUNCH_TYPES = ['tdx', 'tdx-seed-001', 'snp'] as const;
 /** A VM type with a measured launch. */
 export type LaunchType = (typeof LAUNCH_TYPES)[number];
 
 /** SNP guest policy with only bit 17 (reserved, must be one) set: the smallest policy LAUNCH_START accepts. */
 const SNP_POLICY_MINIMAL = 2 ** 17;
 
-/** The steps of a launch, in order; SNP has no pre-fault. */
+/** The steps of a launch, in order; upstream TDX and SNP have no pre-fault. */
 export const LAUNCH_STEPS = ['create', 'memory', 'prefault', 'populate', 'finalize'] as const;
 /** One step of a launch. */
 export type LaunchStep = (typeof LAUNCH_STEPS)[number];
@@ -52,6 +58,12 @@ const STEP_IOCTLS: Readonly<Record<LaunchType, Partial<Readonly<Record<LaunchSte
   tdx: {
     create: 'KVM_CREATE_VM(KVM_X86_TDX_VM), KVM_TDX_INIT_VM',
     memory: 'guest_memfd, memslot, KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)',
+    populate: 'KVM_TDX_INIT_MEM_REGION (kvm_gmem_populate): map (SEPT.ADD, PAGE.ADD) + 16 × MR.EXTEND',
+    finalize: 'KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE, pre_fault_allowed',
+  },
+  'tdx-seed-001': {
+    create: 'KVM_CREATE_VM(KVM_X86_TDX_VM), KVM_TDX_INIT_VM',
+    memory: 'guest_memfd, memslot, KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)',
     prefault: 'KVM_PRE_FAULT_MEMORY: SEPT.ADD, premap',
     populate: 'KVM_TDX_INIT_MEM_REGION: PAGE.ADD + 16 × MR.EXTEND',
     finalize: 'KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE',
@@ -64,7 +76,10 @@ const STEP_IOCTLS: Readonly<Record<LaunchType, Partial<Readonly<Record<LaunchSte
   },
 };
 
-const MEASUREMENT_NAMES: Readonly<Record<LaunchType, string>> = { tdx: 'MRTD', snp: 'launch digest' };
+const MEASUREMENT_NAMES: Readonly<Record<LaunchType, string>> = { tdx: 'MRTD', 'tdx-seed-001': 'MRTD', snp: 'launch digest' };
+
+/** The TDX plugin's launch flow behind each TDX launch type. */
+const TDX_FLOWS: Readonly<Partial<Record<LaunchType, TdxLaunchFlow>>> = { tdx: 'upstream', 'tdx-seed-001': 'seed-001-premap' };
 
 /** A guest physical address: page-aligned, given as a number, `0x100000` or a size such as `1MiB`. */
 const gpaParam = z
@@ -119,7 +134,7 @@ export interface StepTime {
 
 /** What the plugins themselves counted during one launch. */
 export interface LaunchCounts {
-  /** Pages KVM_PRE_FAULT_MEMORY mapped (TDX: nr_premapped right after it; SNP: 0, no pre-fault). */
+  /** Pages KVM_PRE_FAULT_MEMORY mapped (seed-001 TDX: nr_premapped right after it; upstream TDX, SNP: 0). */
   readonly prefaultedPages: number;
   /** S-EPT page tables the TDX module added (TDH.MEM.SEPT.ADD); 0 for SNP. */
   readonly septTables: number;
@@ -212,23 +227,31 @@ function openLaunchKvm(trace: TraceSink[]): Kvm {
   return openKvm({ archs: [tdx, snp], trace });
 }
 
-/** Seed 001's TDX flow: pre-fault the image's range, INIT_MEM_REGION it with measurement, finalize. */
-async function launchTdx(image: Uint8Array, p: LaunchParams, trace: TraceSink[]): Promise<LaunchRun> {
+/**
+ * A TDX launch. Upstream: INIT_MEM_REGION maps, adds and measures each page itself, then finalize.
+ * Seed 001: pre-fault the image's range, INIT_MEM_REGION the premapped pages, finalize.
+ */
+async function launchTdx(type: LaunchType, image: Uint8Array, p: LaunchParams, trace: TraceSink[]): Promise<LaunchRun> {
+  const flow = TDX_FLOWS[type] ?? 'upstream';
   const kvm = openLaunchKvm(trace);
   const clock = stopwatch(kvm);
-  const vm = await kvm.createVm({ type: 'tdx', archOptions: { gpaw: 48 } });
+  const vm = await kvm.createVm({ type: 'tdx', archOptions: { gpaw: 48, launchFlow: flow } });
   clock.lap('create');
   setupGuestMemory(vm, { size: p.memory, path: 'attributes' });
   clock.lap('memory');
   const nrPages = image.length / PAGE;
-  const range = { gpa: p.gpa, size: image.length };
-  vm.preFaultMemory(range);
-  // KVM_PRE_FAULT_MEMORY returns 0 after partial progress; `size` says what is left.
-  if (range.size !== 0) throw new Error(`KVM_PRE_FAULT_MEMORY left ${range.size} bytes of the image unmapped`);
-  const prefaultedPages = vm.archApi.premapped;
-  clock.lap('prefault');
-  // The plugin's INIT_MEM_REGION PAGE.ADDs the pfn the mirror root premapped. kvm_gmem_populate
-  // would refuse these pages (EEXIST: the pre-fault prepared each folio), see the refusals.
+  let prefaultedPages = 0;
+  if (flow === 'seed-001-premap') {
+    const range = { gpa: p.gpa, size: image.length };
+    vm.preFaultMemory(range);
+    // KVM_PRE_FAULT_MEMORY returns 0 after partial progress; `size` says what is left.
+    if (range.size !== 0) throw new Error(`KVM_PRE_FAULT_MEMORY left ${range.size} bytes of the image unmapped`);
+    prefaultedPages = vm.archApi.premapped;
+    clock.lap('prefault');
+  }
+  // Upstream: kvm_gmem_populate per page, tdx_gmem_post_populate maps it. Seed 001: the plugin
+  // PAGE.ADDs the pfn the mirror root premapped (kvm_gmem_populate would refuse these pages with
+  // EEXIST: the pre-fault prepared each folio, see the refusals).
   vm.archApi.initMemRegion({ gpa: p.gpa, nrPages, sources: pageSources(image) }, KVM_TDX_MEASURE_MEMORY_REGION);
   clock.lap('populate');
   const m = vm.finalize();
@@ -243,7 +266,7 @@ async function launchTdx(image: Uint8Array, p: LaunchParams, trace: TraceSink[])
     privatePages: s.privatePages,
   };
   vm.checkInvariants();
-  return finish('tdx', clock.steps, m, counts);
+  return finish(type, clock.steps, m, counts);
 }
 
 /** SNP: LAUNCH_START, LAUNCH_UPDATE as kvm_gmem_populate's post-populate callback, LAUNCH_FINISH. */
@@ -301,7 +324,7 @@ function finish(type: LaunchType, steps: readonly StepTime[], m: { kind: string;
 }
 
 function launchOnce(type: LaunchType, image: Uint8Array, p: LaunchParams, trace: TraceSink[]): Promise<LaunchRun> {
-  return type === 'tdx' ? launchTdx(image, p, trace) : launchSnp(image, p, trace);
+  return type === 'snp' ? launchSnp(image, p, trace) : launchTdx(type, image, p, trace);
 }
 
 /** Runs `f`, which should be refused; who refused it, with which errno and why, or `'none'`. */
@@ -315,11 +338,38 @@ function refusal(type: LaunchType, attempt: string, f: () => unknown): LaunchRef
   return { type, attempt, op: '', errno: 'none', reason: 'accepted' };
 }
 
-/** One small VM per refusal, so each starts from the state the attempt needs. */
-async function tdxRefusals(trace: TraceSink[]): Promise<LaunchRefusal[]> {
+/** Upstream TDX's refusals, one small VM each, so each starts from the state the attempt needs. */
+async function tdxUpstreamRefusals(trace: TraceSink[]): Promise<LaunchRefusal[]> {
+  const kvm = openLaunchKvm(trace);
+  const td = async (shared = false): Promise<Vm<'tdx'>> => {
+    const vm = await kvm.createVm({ type: 'tdx', archOptions: { gpaw: 48 } });
+    setupGuestMemory(vm, { size: 2 * MiB, path: 'attributes', ...(shared ? { private: false } : {}) });
+    return vm;
+  };
+  const onePage = (): PageSource[] => [{ kind: 'bytes', bytes: launchImage(PAGE) }];
+  const init = (vm: Vm<'tdx'>, gpa: number) => vm.archApi.initMemRegion({ gpa, nrPages: 1, sources: onePage() }, KVM_TDX_MEASURE_MEMORY_REGION);
+  const out: LaunchRefusal[] = [];
+
+  // kvm_arch_vcpu_pre_fault_memory: tdx_vm_init leaves pre_fault_allowed false until tdx_td_finalize.
+  const fresh = await td();
+  out.push(refusal('tdx', 'KVM_PRE_FAULT_MEMORY before FINALIZE', () => fresh.preFaultMemory({ gpa: 0, size: PAGE })));
+  // kvm_gmem_populate: a page already populated is prepared.
+  init(fresh, 0);
+  out.push(refusal('tdx', 'INIT_MEM_REGION of a page already populated', () => init(fresh, 0)));
+  // kvm_gmem_populate: every gfn must carry KVM_MEMORY_ATTRIBUTE_PRIVATE.
+  const shared = await td(true);
+  out.push(refusal('tdx', 'INIT_MEM_REGION of a shared gfn', () => init(shared, 0)));
+  // tdx_vcpu_init_mem_region: "Once TD is finalized, the initial guest memory is fixed."
+  fresh.finalize();
+  out.push(refusal('tdx', 'INIT_MEM_REGION after FINALIZE (MRTD is sealed)', () => init(fresh, PAGE)));
+  return out;
+}
+
+/** Seed 001's TDX refusals, one small VM each. */
+async function tdxSeedRefusals(trace: TraceSink[]): Promise<LaunchRefusal[]> {
   const kvm = openLaunchKvm(trace);
   const td = async (): Promise<Vm<'tdx'>> => {
-    const vm = await kvm.createVm({ type: 'tdx', archOptions: { gpaw: 48 } });
+    const vm = await kvm.createVm({ type: 'tdx', archOptions: { gpaw: 48, launchFlow: 'seed-001-premap' } });
     setupGuestMemory(vm, { size: 2 * MiB, path: 'attributes' });
     return vm;
   };
@@ -328,7 +378,7 @@ async function tdxRefusals(trace: TraceSink[]): Promise<LaunchRefusal[]> {
 
   const unfaulted = await td();
   out.push(
-    refusal('tdx', 'INIT_MEM_REGION of a page KVM_PRE_FAULT_MEMORY did not map (seed 001: "Return an error")', () =>
+    refusal('tdx-seed-001', 'INIT_MEM_REGION of a page KVM_PRE_FAULT_MEMORY did not map (seed 001: "Return an error")', () =>
       unfaulted.archApi.initMemRegion({ gpa: 0, nrPages: 1, sources: onePage() }, KVM_TDX_MEASURE_MEMORY_REGION),
     ),
   );
@@ -338,18 +388,18 @@ async function tdxRefusals(trace: TraceSink[]): Promise<LaunchRefusal[]> {
   const slot = premapped.memslots.lookup(0);
   if (slot === undefined) throw new Error('no memslot at gfn 0');
   out.push(
-    refusal('tdx', 'INIT_MEM_REGION through kvm_gmem_populate after the pre-fault', () =>
+    refusal('tdx-seed-001', 'INIT_MEM_REGION through kvm_gmem_populate after the pre-fault', () =>
       premapped.gmem.populate({ slot, gfn: 0, npages: 1, src: onePage(), kind: 'measured' }),
     ),
   );
-  out.push(refusal('tdx', 'FINALIZE with a pre-faulted page never added', () => premapped.finalize()));
+  out.push(refusal('tdx-seed-001', 'FINALIZE with a pre-faulted page never added', () => premapped.finalize()));
 
   const finalized = await td();
   finalized.preFaultMemory({ gpa: 0, size: PAGE });
   finalized.archApi.initMemRegion({ gpa: 0, nrPages: 1, sources: onePage() }, KVM_TDX_MEASURE_MEMORY_REGION);
   finalized.finalize();
   out.push(
-    refusal('tdx', 'INIT_MEM_REGION after FINALIZE (MRTD is sealed)', () =>
+    refusal('tdx-seed-001', 'INIT_MEM_REGION after FINALIZE (MRTD is sealed)', () =>
       finalized.archApi.initMemRegion({ gpa: PAGE, nrPages: 1, sources: onePage() }, KVM_TDX_MEASURE_MEMORY_REGION),
     ),
   );
@@ -524,7 +574,8 @@ async function runLaunch(p: LaunchParams, io: ExperimentIo): Promise<ExperimentR
         flipChanges: changed.measurement !== original.measurement,
       });
       if (p.refusals) {
-        refusals.push(...(type === 'tdx' ? await tdxRefusals(io.trace('tdx: refusals')) : await snpRefusals(io.trace('snp: refusals'))));
+        const t = io.trace(`${type}: refusals`);
+        refusals.push(...(type === 'tdx' ? await tdxUpstreamRefusals(t) : type === 'tdx-seed-001' ? await tdxSeedRefusals(t) : await snpRefusals(t)));
         io.progress.tick();
       }
     }
@@ -563,13 +614,29 @@ function notes(results: readonly LaunchTypeResult[], p: LaunchParams, flipByte: 
   );
   out.push(
     `Memory setup is KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) over all ${formatSize(p.memory)} of RAM (\`memslot.attribute_page\` per page), as QEMU does for a ` +
-      'guest_memfd RAM block; it is the same for both types and grows with --memory, not with the image.',
+      'guest_memfd RAM block; it is the same for every type and grows with --memory, not with the image.',
   );
-  const tdxRun = results.find((r) => r.type === 'tdx');
+  const upRun = results.find((r) => r.type === 'tdx');
+  if (upRun) {
+    const c = upRun.original.counts;
+    out.push(
+      'TDX (upstream) has no pre-fault step (`KVM_PRE_FAULT_MEMORY` is EOPNOTSUPP until FINALIZE): `KVM_TDX_INIT_MEM_REGION` runs kvm_gmem_populate per page, ' +
+        `whose tdx_gmem_post_populate maps the gfn itself through the MMU (kvm_tdp_map_page: ${c.septTables} × TDH.MEM.SEPT.ADD for the path, then ` +
+        `TDH.MEM.PAGE.ADD from the S-EPT hook) and measures it (${c.measureUpdates} × TDH.MR.EXTEND); populate is ${populateShare(upRun.original)}% of the launch.`,
+    );
+  }
+  const seedRun = results.find((r) => r.type === 'tdx-seed-001');
+  if (upRun && seedRun) {
+    out.push(
+      `The MRTD is ${seedRun.original.measurement === upRun.original.measurement ? 'identical' : 'DIFFERENT'} in both TDX flows for the same image: ` +
+        'TDH.MEM.PAGE.ADD records the GPA and TDH.MR.EXTEND the contents, not who mapped the page; only the step timings differ.',
+    );
+  }
+  const tdxRun = seedRun;
   if (tdxRun) {
     const c = tdxRun.original.counts;
     out.push(
-      `TDX follows seed 001: \`KVM_PRE_FAULT_MEMORY\` runs the MMU's fault path for each page (\`mmu.fault\`, guest_memfd allocation and zeroing), builds the ` +
+      `TDX with seed 001's flow (tdx-seed-001): \`KVM_PRE_FAULT_MEMORY\` runs the MMU's fault path for each page (\`mmu.fault\`, guest_memfd allocation and zeroing), builds the ` +
         `S-EPT path (${c.septTables} × TDH.MEM.SEPT.ADD, \`tdx.sept_add\`; it does not touch MRTD) and premaps ${c.prefaultedPages} pages without a SEAMCALL; ` +
         '`KVM_TDX_INIT_MEM_REGION` then only checks that the pfn is the premapped one and issues TDH.MEM.PAGE.ADD plus 16 × TDH.MR.EXTEND per page ' +
         `(${c.measureUpdates} in all): \`tdx.page_add\` + 16 × \`tdx.mr_extend\` per page, ${populateShare(tdxRun.original)}% of the launch.`,
@@ -585,9 +652,11 @@ function notes(results: readonly LaunchTypeResult[], p: LaunchParams, flipByte: 
   }
   if (p.refusals) {
     out.push(
-      'The refusals are seed 001\'s questions answered by the model: INIT_MEM_REGION on a range that was not pre-faulted fails ("Return an error", ENOENT); ' +
+      'Upstream TDX refuses KVM_PRE_FAULT_MEMORY before FINALIZE (EOPNOTSUPP), a page populated twice (kvm_gmem_populate: EEXIST), a shared gfn (EINVAL) ' +
+        'and INIT_MEM_REGION after FINALIZE (EINVAL). ' +
+        'The tdx-seed-001 refusals are seed 001\'s questions answered by the model: INIT_MEM_REGION on a range that was not pre-faulted fails ("Return an error", ENOENT); ' +
         'going through kvm_gmem_populate after a pre-fault fails with EEXIST, because the pre-fault already prepared each folio and 6.18\'s guest_memfd will not populate a prepared page — ' +
-        'which is why the TDX flow calls the plugin\'s INIT_MEM_REGION on the premapped pfns, and why upstream since v6.16 maps inside populate instead. ' +
+        'which is why that flow calls the plugin\'s INIT_MEM_REGION on the premapped pfns, and why upstream since v6.16 maps inside populate instead. ' +
         'On SNP, KVM_PRE_FAULT_MEMORY is refused (EOPNOTSUPP) until SNP_LAUNCH_FINISH sets pre_fault_allowed, and kvm_gmem_populate refuses a gfn without ' +
         'KVM_MEMORY_ATTRIBUTE_PRIVATE (EINVAL) before the firmware sees it.',
     );

@@ -9,6 +9,7 @@ import type {
   ArchVmApiOf,
   ArchVmContext,
   HostFault,
+  PageSource,
 } from '@cocokit/sdk';
 import { archOk, defineArchPlugin } from '@cocokit/sdk';
 
@@ -138,5 +139,20 @@ describe('pre-fault permission (additive, apiVersion 1)', () => {
     // A context built by a core that predates allowPreFault is still an ArchVmContext.
     const older: Omit<ArchVmContext, 'allowPreFault'> = null as never;
     expectTypeOf(older).toExtend<ArchVmContext>();
+  });
+});
+
+describe('populate through the core (additive, apiVersion 1)', () => {
+  it('offers kvm_gmem_populate and kvm_tdp_mmu_map_private_pfn as optional context methods', () => {
+    expectTypeOf<ArchVmContext['gmemPopulate']>().toEqualTypeOf<
+      ((gfn: Gfn, npages: number, src: ReadonlyArray<PageSource | null>, kind: string) => number) | undefined
+    >();
+    expectTypeOf<ArchVmContext['mapPrivatePfn']>().toEqualTypeOf<((gfn: Gfn, pfn: Pfn) => void) | undefined>();
+    // A context built by a core that predates them is still an ArchVmContext.
+    const older: Omit<ArchVmContext, 'gmemPopulate' | 'mapPrivatePfn'> = null as never;
+    expectTypeOf(older).toExtend<ArchVmContext>();
+    const ctx: ArchVmContext = null as never;
+    // @ts-expect-error mapPrivatePfn takes (gfn, pfn), not (pfn, gfn)
+    ctx.mapPrivatePfn?.(pfn(0), gfn(0));
   });
 });

@@ -308,6 +308,29 @@ export interface ArchVmContext<VmType extends string = string> {
    * plugin (pre-faulting is then always allowed): call it as `ctx.allowPreFault?.()`.
    */
   allowPreFault?(): void;
+  /**
+   * kvm_gmem_populate (virt/kvm/guest_memfd.c), as vendor code calls it from a launch ioctl (TDX:
+   * tdx_vcpu_init_mem_region; SNP: snp_launch_update): for each gfn of `[gfn, gfn + npages)`
+   * clipped to its memslot, finds the guest_memfd page, refuses a page already prepared (`EEXIST`)
+   * or a gfn that is not private in the VM's memory attributes or has no guest_memfd (`EINVAL`),
+   * then calls the plugin's {@link ArchVm.populate} hook (the post_populate callback) with the pfn,
+   * `src[i]` and `kind`, and marks the page prepared. Returns the pages done when at least one was,
+   * else throws the first {@link KvmError}. Optional, so a core that predates it still hosts the
+   * plugin: call it as `ctx.gmemPopulate?.(...)` and refuse the launch ioctl without it.
+   */
+  gmemPopulate?(gfn: Gfn, npages: number, src: ReadonlyArray<PageSource | null>, kind: string): number;
+  /**
+   * Maps `gfn` → `pfn` at 4K into the private root (the mirror root for archs with one) through
+   * the core's MMU, as kvm_tdp_mmu_map_private_pfn (v6.19+; kvm_tdp_map_page with
+   * PFERR_PRIVATE_ACCESS before it) in arch/x86/kvm/mmu/mmu.c does for tdx_gmem_post_populate: the
+   * core links missing tables ({@link ArchVm.linkPrivateTable}) and sets the leaf
+   * ({@link ArchVm.setPrivateSpte}), retrying `busy` results. It bypasses
+   * {@link ArchCapabilities.preFaultAllowed}, which gates only the KVM_PRE_FAULT_MEMORY ioctl.
+   * Meant to be called from the `populate` hook. Throws {@link KvmError}: `EINVAL` for a gfn that is
+   * not private, `EIO` when the VM is dead or the core mapped another pfn, the fault's errno
+   * otherwise. Optional like {@link ArchVmContext.gmemPopulate}: `ctx.mapPrivatePfn?.(...)`.
+   */
+  mapPrivatePfn?(gfn: Gfn, pfn: Pfn): void;
 }
 
 /**

@@ -10,7 +10,7 @@
  * the core's VM and are not here yet.
  */
 import { describe as vDescribe, it as vIt } from 'vitest';
-import { isKvmError } from '../errors.js';
+import { KvmError, isKvmError } from '../errors.js';
 import type { HostMemoryView } from '../host-view.js';
 import { createSim } from '../sim/sim.js';
 import type { CostName, Sim } from '../sim/types.js';
@@ -139,6 +139,11 @@ export function createArchTestVm(plugin: ArchPlugin, vmType: string, options: Ar
   const exits: ArchExit[] = [];
   const bugs: string[] = [];
   let preFaultAllowedByVm = false;
+  const late: { vm?: ArchVm } = {};
+  /** The kit's private root: gfn → pfn, for what `ctx.mapPrivatePfn` mapped. */
+  const privateRoot = new Map<number, number>();
+  /** The kit's guest_memfd: pages `ctx.gmemPopulate` prepared. */
+  const prepared = new Set<number>();
   const ctx: ArchVmContext = {
     sim,
     host: host satisfies HostMemoryView,
@@ -153,13 +158,45 @@ export function createArchTestVm(plugin: ArchPlugin, vmType: string, options: Ar
     markBugged(reason: string): void {
       bugs.push(reason);
     },
-    // The kit has no nested tables: nothing is ever mapped there.
-    translate: () => undefined,
+    // The kit's nested tables hold only what ctx.mapPrivatePfn mapped.
+    translate: (g, root) => {
+      const p = root === 'private' ? privateRoot.get(g) : undefined;
+      return p === undefined ? undefined : { pfn: toPfn(p), level: 0 };
+    },
     allowPreFault(): void {
       preFaultAllowedByVm = true;
     },
+    gmemPopulate(g, npages, src, kind): number {
+      const op = 'kvm_gmem_populate';
+      const vm = late.vm;
+      if (!Number.isSafeInteger(npages) || npages <= 0) throw new KvmError('EINVAL', op, 'npages must be positive');
+      let done = 0;
+      for (; done < npages; done++) {
+        const gi = g + done;
+        try {
+          // The kit's one guest_memfd backs gfn BASE_GFN + i with pfn BASE_PFN + i.
+          if (gi < BASE_GFN || gi - BASE_GFN + BASE_PFN >= host.nrFrames) throw new KvmError('EINVAL', op, `gfn 0x${gi.toString(16)} is in no guest_memfd slot of the kit`);
+          if (prepared.has(gi)) throw new KvmError('EEXIST', op, `gfn 0x${gi.toString(16)} is already prepared`);
+          vm?.populate?.(toGfn(gi), toPfn(gi - BASE_GFN + BASE_PFN), src[done] ?? null, kind);
+          prepared.add(gi);
+        } catch (e) {
+          if (done === 0) throw e;
+          break;
+        }
+      }
+      return done;
+    },
+    mapPrivatePfn(g, p): void {
+      const op = 'kvm_tdp_mmu_map_private_pfn';
+      const vm = late.vm;
+      if (vm === undefined || !vm.capabilities.privateMem) throw new KvmError('EINVAL', op, 'the VM has no private memory');
+      const r = kitMapPrivate(vm, g, p);
+      if (r.status !== 'ok') throw new KvmError(r.status === 'error' ? r.errno : 'EINTR', op, r.reason);
+      privateRoot.set(g, p);
+    },
   };
   const vm = plugin.createVm(ctx);
+  late.vm = vm;
   return {
     vm,
     sim,
@@ -471,6 +508,35 @@ const linkedTables = new WeakMap<ArchVm, Set<string>>();
  * Maps `gfn` → `pfn` at 4K through the private-table hooks as the TDP MMU does: links each table
  * from the root down that is not linked yet, then sets the leaf.
  */
+/**
+ * The kit's kvm_tdp_mmu_map_private_pfn: links the tables `g` lacks (with a mirror root) and sets
+ * its 4K leaf, retrying `busy` a bounded number of times, as the core's fault path would.
+ */
+function kitMapPrivate(vm: ArchVm, g: number, p: number): ArchResult {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    if (vm.capabilities.mirrorRoot) {
+      const root = vm.capabilities.privateRootLevel ?? 3;
+      let linked = linkedTables.get(vm);
+      if (!linked) linkedTables.set(vm, (linked = new Set()));
+      let busy: ArchResult | undefined;
+      for (let level = root; level >= 1 && busy === undefined; level--) {
+        const span = 512 ** level;
+        const base = Math.floor(g / span) * span;
+        const key = `${level}:${base}`;
+        if (linked.has(key)) continue;
+        const r = vm.linkPrivateTable?.(toGfn(base), level as TableLevel) ?? { status: 'ok' };
+        if (r.status === 'error') return r;
+        if (r.status === 'busy') busy = r;
+        else linked.add(key);
+      }
+      if (busy !== undefined) continue;
+    }
+    const r = vm.setPrivateSpte?.(toGfn(g), 0, toPfn(p)) ?? { status: 'ok' };
+    if (r.status !== 'busy') return r;
+  }
+  return { status: 'busy', reason: 'still busy after 100 retries' };
+}
+
 function mapThroughMirror(s: ConformanceSubject, id: ConformanceCheckId, vm: ArchVm, g: number, p: number): void {
   const root = vm.capabilities.privateRootLevel ?? 3;
   let linked = linkedTables.get(vm);
@@ -544,8 +610,10 @@ export function checkMeasurementBeforeFinalize(s: ConformanceSubject): CheckOutc
   const run = (lastByte: number): { t: ArchTestVm; digest: string } => {
     const t = makeVm(s, id);
     if (launch.begin) guarded(s, id, 'launch.begin', () => launch.begin?.(t.vm));
-    // With private tables in a trusted component the page is mapped first (seed 001: PRE_FAULT, then INIT_MEM_REGION).
-    if (t.vm.capabilities.mirrorRoot) mapThroughMirror(s, id, t.vm, BASE_GFN, BASE_PFN);
+    // With private tables in a trusted component where KVM_PRE_FAULT_MEMORY may map before the
+    // launch ends (seed 001), the page is mapped first; otherwise `populate` maps it itself
+    // (upstream TDX: tdx_gmem_post_populate → ctx.mapPrivatePfn).
+    if (t.vm.capabilities.mirrorRoot && t.preFaultAllowed) mapThroughMirror(s, id, t.vm, BASE_GFN, BASE_PFN);
     const bytes = new Uint8Array(4096);
     bytes[4095] = lastByte;
     guarded(s, id, 'populate', () => t.vm.populate?.(toGfn(BASE_GFN), toPfn(BASE_PFN), { kind: 'bytes', bytes }, launch.measuredKind));
