@@ -411,6 +411,54 @@ describe('KVM_PRE_FAULT_MEMORY and kvm->arch.pre_fault_allowed', () => {
   });
 });
 
+describe('ArchVmContext.gmemPopulate and mapPrivatePfn (a launch that maps as it populates, as upstream TDX)', () => {
+  // An arch that forbids KVM_PRE_FAULT_MEMORY and maps each page from its post_populate hook.
+  const seen: Array<[number, number]> = [];
+  const launcher = defineArchPlugin({
+    name: 'map-on-populate',
+    apiVersion: 1,
+    vmTypes: ['map-on-populate'],
+    createVm(ctx) {
+      return {
+        capabilities: { privateMem: true, privateByDefault: true, maxPrivateLevel: 0, mirrorRoot: false, inPlaceConversion: false, preFaultAllowed: false },
+        populate(gfn, pfn) {
+          seen.push([gfn, pfn]);
+          ctx.mapPrivatePfn?.(gfn, pfn);
+        },
+        vmApi: { initMemRegion: (gfn: number, npages: number) => ctx.gmemPopulate?.(gfn as Gfn, npages, new Array<null>(npages).fill(null), 'init') },
+      };
+    },
+  });
+
+  it('populates through the memslot and gmem, and maps each page although pre-fault is forbidden', async () => {
+    seen.length = 0;
+    const vm = await openKvm({ archs: [launcher], hostBytes: 1 << 30 }).createVm({ type: 'map-on-populate' });
+    setupGuestMemory(vm, { size: MiB });
+    const api = vm.archApi as { initMemRegion(gfn: number, npages: number): number };
+    expect(errnoOf(() => vm.preFaultMemory({ gpa: 0, size: PAGE }))).toBe('EOPNOTSUPP');
+    expect(api.initMemRegion(4, 3)).toBe(3);
+    expect(seen.map(([g]) => g)).toEqual([4, 5, 6]);
+    // No mirror root: private leaves are in the one root.
+    for (const [g, p] of seen) expect(vm.mmu.lookup(g)?.pfn).toBe(p);
+    expect(vm.mmu.mappedLeaves).toBe(3);
+    vm.checkInvariants();
+  });
+
+  it('refuses a page already populated (EEXIST), a gfn outside every memslot or shared (EINVAL), and maps nothing then', async () => {
+    seen.length = 0;
+    const vm = await openKvm({ archs: [launcher], hostBytes: 1 << 30 }).createVm({ type: 'map-on-populate' });
+    setupGuestMemory(vm, { size: MiB });
+    const api = vm.archApi as { initMemRegion(gfn: number, npages: number): number };
+    api.initMemRegion(0, 1);
+    expect(errnoOf(() => api.initMemRegion(0, 1))).toBe('EEXIST');
+    expect(errnoOf(() => api.initMemRegion(MiB / PAGE, 1))).toBe('EINVAL');
+    vm.setMemoryAttributes({ address: 8 * PAGE, size: PAGE, attributes: 0 });
+    expect(errnoOf(() => api.initMemRegion(8, 1))).toBe('EINVAL');
+    expect([seen.length, vm.mmu.mappedLeaves, vm.stats().memory.guestMemfdPages]).toEqual([1, 1, 1]);
+    vm.checkInvariants();
+  });
+});
+
 describe('kvm_gmem_populate (vm.gmem.populate) and the memory attributes', () => {
   it('refuses a gfn that is not PRIVATE in the VM attributes with EINVAL, changing nothing; private gfns populate', async () => {
     const { vm } = await swVm();

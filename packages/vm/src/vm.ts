@@ -488,7 +488,8 @@ export class Vm<T extends string = string> {
     } finally {
       this.archMapping = false;
     }
-    const leaf = this.mmu.lookup(gfn, 'private');
+    // Without a mirror root (SNP-like archs) private leaves live in the one root there is.
+    const leaf = this.mmu.lookup(gfn, this.mmu.mirror === undefined ? 'shared' : 'private');
     // tdx_gmem_post_populate maps the pfn kvm_gmem_populate holds; any other would be a KVM bug.
     if (leaf === undefined || leaf.pfn !== pfn) {
       throw new KvmError('EIO', op, `gfn 0x${gfn.toString(16)} mapped to ${leaf === undefined ? 'nothing' : `pfn 0x${leaf.pfn.toString(16)}`}, not pfn 0x${pfn.toString(16)}`);
