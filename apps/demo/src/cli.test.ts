@@ -98,6 +98,16 @@ describe('cocokit CLI shell', () => {
     expect(svg.texts).toContain('b');
     expect(svg.rects).toBeGreaterThan(0);
     expect(h.stderr).toBe('');
+    // The HTML report: the same summary, tables as HTML, the chart's SVG inlined (no external file).
+    expect(out.files.report).toBe(path.join(h.cwd, 'o', 'report.html'));
+    const html = readFileSync(out.files.report, 'utf8');
+    expect(html).toMatch(/^<!doctype html>/);
+    expect(html).toContain('<h1>cocokit toy</h1>');
+    expect(html).toMatch(/<th[^>]*>config<\/th>/);
+    expect(html).toMatch(/<figure role="img" aria-label="Time"><svg /);
+    expect(html).not.toContain('toy-time.svg');
+    const inlined = /<svg [\s\S]*<\/svg>/.exec(html)?.[0] ?? '';
+    expect(parseSvg(inlined).texts).toContain('b');
   });
 
   it('prints tables as text by default', async () => {

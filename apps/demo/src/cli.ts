@@ -2,7 +2,7 @@
  * The `cocokit` command line (commander): one command per experiment, whose options map onto the
  * experiment's zod schema, plus `run SCENARIO.json` to run experiments from a file. Every command
  * takes `--json`, `--trace FILE` and `--out DIR`; it writes the charts as SVG beside a markdown
- * summary in DIR, prints the tables (or one JSON document), and returns an exit code instead of
+ * summary and a self-contained HTML report in DIR, prints the tables (or one JSON document), and returns an exit code instead of
  * calling process.exit, so tests drive it in-process.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,6 +13,7 @@ import type { Experiment, ExperimentIo, ExperimentResult } from './experiment.js
 import { formatSize } from './params.js';
 import { createProgress } from './progress.js';
 import { renderChartSvg } from './render/chart.js';
+import { renderHtmlReport } from './render/html.js';
 import { renderSummary } from './render/markdown.js';
 import { renderTextTable } from './render/table.js';
 import { createTraceCollector, type TraceCollector } from './trace.js';
@@ -40,7 +41,7 @@ export interface RunOutput {
   readonly tables: ExperimentResult['tables'];
   readonly notes: readonly string[];
   readonly data: unknown;
-  readonly files: { readonly summary: string; readonly charts: readonly string[]; readonly trace?: string };
+  readonly files: { readonly summary: string; readonly report: string; readonly charts: readonly string[]; readonly trace?: string };
   /** Wall time of the run, ms (the experiment only; not rendering). */
   readonly wallMs: number;
 }
@@ -74,22 +75,28 @@ async function runOne(
 
   mkdirSync(o.outDir, { recursive: true });
   const chartFiles = new Map<string, string>();
+  const svgs = new Map<string, string>();
   for (const c of result.charts) {
     if (!CHART_NAME.test(c.name)) throw new Error(`${exp.name}: chart name ${JSON.stringify(c.name)} is not a file stem`);
     const file = `${c.name}.svg`;
-    writeFileSync(path.join(o.outDir, file), await renderChartSvg(c));
+    const svg = await renderChartSvg(c);
+    writeFileSync(path.join(o.outDir, file), svg);
     chartFiles.set(c.name, file);
+    svgs.set(file, svg);
   }
   const summaryPath = path.join(o.outDir, 'summary.md');
   const traceRel = o.traceFile === undefined ? undefined : path.relative(o.outDir, o.traceFile);
-  writeFileSync(summaryPath, renderSummary(result, { command: o.command, chartFiles, ...(traceRel === undefined ? {} : { traceFile: traceRel }) }));
+  const summary = renderSummary(result, { command: o.command, chartFiles, ...(traceRel === undefined ? {} : { traceFile: traceRel }) });
+  writeFileSync(summaryPath, summary);
+  const reportPath = path.join(o.outDir, 'report.html');
+  writeFileSync(reportPath, renderHtmlReport(`cocokit ${result.experiment}`, summary, svgs));
   const output: RunOutput = {
     experiment: result.experiment,
     params: result.params,
     tables: result.tables,
     notes: result.notes,
     data: result.data,
-    files: { summary: summaryPath, charts: [...chartFiles.values()].map((f) => path.join(o.outDir, f)), ...(o.traceFile === undefined ? {} : { trace: o.traceFile }) },
+    files: { summary: summaryPath, report: reportPath, charts: [...chartFiles.values()].map((f) => path.join(o.outDir, f)), ...(o.traceFile === undefined ? {} : { trace: o.traceFile }) },
     wallMs,
   };
   return { output, result };
@@ -100,6 +107,7 @@ function printText(env: CliEnv, out: RunOutput): void {
   for (const t of out.tables) lines.push(renderTextTable(t), '');
   lines.push(`wall time ${(out.wallMs / 1000).toFixed(2)} s`);
   lines.push(`summary: ${out.files.summary}`);
+  lines.push(`report:  ${out.files.report}`);
   for (const c of out.files.charts) lines.push(`chart:   ${c}`);
   if (out.files.trace !== undefined) lines.push(`trace:   ${out.files.trace} (open in https://ui.perfetto.dev)`);
   env.stdout.write(lines.join('\n') + '\n');

@@ -9,6 +9,7 @@ export type { Experiment, ExperimentIo, ExperimentOption, ExperimentResult, Prog
 export { acceptExperiment, bootExperiment, directmapExperiment, experiments, launchExperiment } from './experiments/index.js';
 export { byteSize, count, formatSize, parseSize } from './params.js';
 export { renderChartSvg } from './render/chart.js';
+export { renderHtmlReport } from './render/html.js';
 export { renderSummary } from './render/markdown.js';
 export { renderMarkdownTable, renderTextTable } from './render/table.js';
 export { createTraceCollector } from './trace.js';
