@@ -1,25 +1,11 @@
 /**
- * Test helpers: an SNP VM on a test host with a context shaped like the core's (the sdk kit's
- * `createArchTestVm`, plus a settable `ctx.vcpu` and KVM_ENABLE_CAP state), its typed APIs, and a
- * way to run a guest operation that may exit to userspace (`ctx.exit` throws
- * ArchExitOutsideGuestError, as the kit's does).
+ * Test helpers: an SNP VM built by the sdk kit's `createArchTestVm` (a context shaped like the
+ * core's: a settable `ctx.vcpu`, KVM_ENABLE_CAP state, a record of exits and `markBugged`), with
+ * KVM_HC_MAP_GPA_RANGE exits enabled, its typed APIs, and a way to run a guest operation that may
+ * exit to userspace (`ctx.exit` throws; {@link step} catches the exit).
  */
-import {
-  createRingBuffer,
-  createSim,
-  gfn as toGfn,
-  pfn as toPfn,
-  uapi,
-  type Access,
-  type ArchExit,
-  type ArchVmContext,
-  type GuestAccess,
-  type MappingLevel,
-  type PageOrder,
-  type RingBuffer,
-  type Sim,
-} from '@cocokit/sdk';
-import { ArchExitOutsideGuestError, createTestHostMemory, type TestHostMemory } from '@cocokit/sdk/testing';
+import { createRingBuffer, gfn as toGfn, pfn as toPfn, uapi, type Access, type ArchExit, type GuestAccess, type MappingLevel, type PageOrder, type RingBuffer } from '@cocokit/sdk';
+import { archExitOf, createArchTestVm, type ArchTestVm } from '@cocokit/sdk/testing';
 import type { SnpArchVm, SnpGuestApi, SnpVmApi } from '../src/api.js';
 import type { MapGpaRangeExit } from '../src/psc.js';
 import snp from '../src/plugin.js';
@@ -27,26 +13,16 @@ import snp from '../src/plugin.js';
 /** KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL) with the KVM_HC_MAP_GPA_RANGE bit, as every SNP VMM issues it. */
 export const MAP_GPA_RANGE_EXIT_ON: Readonly<Record<number, number>> = { [uapi.KVM_CAP_EXIT_HYPERCALL]: 2 ** uapi.KVM_HC_MAP_GPA_RANGE };
 
-/** An SNP VM under test. */
-export interface SnpTestVm {
-  readonly vm: SnpArchVm;
-  readonly sim: Sim;
-  readonly host: TestHostMemory;
-  readonly ctx: ArchVmContext;
-  /** Exits the VM asked for through `ctx.exit`. */
-  readonly exits: readonly ArchExit[];
-  /** Reasons the VM gave `ctx.markBugged`. */
-  readonly bugs: readonly string[];
+/** An SNP VM under test: the kit's test VM, with SNP's APIs and shorthands. */
+export interface SnpTestVm extends Omit<ArchTestVm<SnpArchVm>, 'onVcpu'> {
   readonly api: SnpVmApi;
   readonly guest: SnpGuestApi;
   /** gmemPrepare with plain numbers. */
   prepare(pfn: number, gfn: number, order?: PageOrder): void;
   /** gmemInvalidate with plain numbers. */
   invalidate(start: number, end: number): void;
-  /** Sets what `ctx.vcpu` says (`undefined`: outside any guest operation). */
+  /** Sets what `ctx.vcpu` says (`undefined`: outside any guest operation); the kit's `setVcpu`. */
   onVcpu(vcpu: number | undefined): void;
-  /** KVM_ENABLE_CAP on the VM: what `ctx.enabledCap(cap)` answers from now on. */
-  enableCap(cap: number, arg0: number): void;
   /** A guest access as the core hands it to `guestAccess` (vCPU 0 unless told). */
   access(a: { gpa: number; access?: Access; private: boolean; pfn: number; level?: MappingLevel; vcpu?: number }): GuestAccess;
   /** A trace ring attached to the VM's sim. */
@@ -58,51 +34,19 @@ export interface SnpTestVm {
  * enabled unless `enabledCaps` says otherwise.
  */
 export function snpVm(options: { vmOptions?: Record<string, unknown>; hostFrames?: number; enabledCaps?: Readonly<Record<number, number>> } = {}): SnpTestVm {
-  const sim = createSim({ seed: 1 });
-  sim.costs.register(snp.name, snp.costs);
-  const host = createTestHostMemory(options.hostFrames ?? 2 ** 20);
-  const exits: ArchExit[] = [];
-  const bugs: string[] = [];
-  const caps = new Map<number, number>(Object.entries(options.enabledCaps ?? MAP_GPA_RANGE_EXIT_ON).map(([k, v]) => [Number(k), v]));
-  let vcpu: number | undefined;
-  const ctx: ArchVmContext = {
-    sim,
-    host,
-    vmType: 'snp',
-    options: Object.freeze({ ...(options.vmOptions ?? {}) }),
-    exit(e: ArchExit): never {
-      exits.push(e);
-      throw new ArchExitOutsideGuestError(e);
-    },
-    get vcpu() {
-      return vcpu;
-    },
-    enabledCap: (cap) => caps.get(cap),
-    markBugged: (reason) => {
-      bugs.push(reason);
-    },
-    // No nested tables here: the plugin must not need them (it uses the pfn guestAccess is given).
-    translate: () => undefined,
-  };
-  const vm = snp.createVm(ctx);
-  return {
-    vm,
-    sim,
-    host,
-    ctx,
-    exits,
-    bugs,
+  const t = createArchTestVm(snp, 'snp', {
+    vmOptions: options.vmOptions ?? {},
+    hostFrames: options.hostFrames ?? 2 ** 20,
+    enabledCaps: options.enabledCaps ?? MAP_GPA_RANGE_EXIT_ON,
+  });
+  const { vm } = t;
+  return Object.assign(t, {
     api: vm.vmApi,
     guest: vm.guestApi,
-    prepare: (pfn, gfn, order = 0) => vm.gmemPrepare(toPfn(pfn), toGfn(gfn), order),
-    invalidate: (start, end) => vm.gmemInvalidate(toPfn(start), toPfn(end)),
-    onVcpu: (v) => {
-      vcpu = v;
-    },
-    enableCap: (cap, arg0) => {
-      caps.set(cap, arg0);
-    },
-    access: (a) => ({
+    prepare: (pfn: number, gfn: number, order: PageOrder = 0) => vm.gmemPrepare(toPfn(pfn), toGfn(gfn), order),
+    invalidate: (start: number, end: number) => vm.gmemInvalidate(toPfn(start), toPfn(end)),
+    onVcpu: (v: number | undefined) => t.setVcpu(v),
+    access: (a: Parameters<SnpTestVm['access']>[0]): GuestAccess => ({
       gpa: a.gpa,
       gfn: toGfn(Math.floor(a.gpa / 4096)),
       access: a.access ?? 'read',
@@ -111,12 +55,12 @@ export function snpVm(options: { vmOptions?: Record<string, unknown>; hostFrames
       level: a.level ?? 0,
       vcpu: a.vcpu ?? 0,
     }),
-    trace: () => {
+    trace: (): RingBuffer => {
       const ring = createRingBuffer(10_000);
-      sim.trace.attach(ring);
+      t.sim.trace.attach(ring);
       return ring;
     },
-  };
+  });
 }
 
 /** What a guest operation did: returned a value, or ended the step with an exit. */
@@ -127,10 +71,8 @@ export function step<T>(f: () => T): Step<T> {
   try {
     return { value: f() };
   } catch (e) {
-    // Matched by name, not instanceof (STYLE.md: two copies of a package break instanceof).
-    if (typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'ArchExitOutsideGuestError') {
-      return { exit: (e as ArchExitOutsideGuestError).exit as ArchExit & { ret: number } };
-    }
+    const exit = archExitOf(e);
+    if (exit !== undefined) return { exit: exit as ArchExit & { ret: number } };
     throw e;
   }
 }

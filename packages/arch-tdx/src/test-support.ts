@@ -1,69 +1,36 @@
 /**
  * Helpers for this package's tests, standing in for the core (@cocokit/vm) the way the contract
- * says it drives a plugin: a TD with a context of its own (a sim with the plugin's costs, the kit's
- * test host memory, `ctx.vcpu` set while a guest operation runs, `ctx.exit` that ends it, the
- * VM's enabled capabilities, a record of `markBugged`, and `translate` over a mirror EPT the
- * helpers keep as the TDP MMU would); the MMU's side of a private fault (link every missing S-EPT
- * level from the root down, then set the leaf); and a small driver that runs a guest-kernel
- * generator as a vCPU would, catching exits, answering them as a VMM does, completing them with
- * `completeExit` and resolving NPF steps by mapping the page. Not exported from the package entry.
+ * says it drives a plugin: a TD built by the sdk kit's `createArchTestVm` (a sim with the plugin's
+ * costs, the kit's test host memory, `ctx.vcpu` set while a guest operation runs, `ctx.exit` that
+ * ends it, the VM's enabled capabilities, a record of `markBugged`, `translate` over the mirror EPT
+ * the kit keeps as the TDP MMU would, and a guest_memfd whose pages are allocated on first use);
+ * the MMU's side of a private fault (link every missing S-EPT level from the root down, then set
+ * the leaf); and a small driver that runs a guest-kernel generator as a vCPU would, catching
+ * exits, answering them as a VMM does, completing them with `completeExit` and resolving NPF steps
+ * by mapping the page. Not exported from the package entry.
  */
-import { ArchExitOutsideGuestError, createTestHostMemory, type TestHostMemory } from '@cocokit/sdk/testing';
-import {
-  KvmError,
-  createSim,
-  gfn as toGfn,
-  pfn as toPfn,
-  uapi,
-  type ArchExit,
-  type ArchGuestOutcome,
-  type ArchGuestStep,
-  type ArchResult,
-  type ArchVmContext,
-  type GuestFault,
-  type MappingLevel,
-  type Pfn,
-  type Sim,
-  type TableLevel,
-} from '@cocokit/sdk';
+import { ArchGuestExit, createArchTestVm, type ArchTestMapping, type ArchTestVm } from '@cocokit/sdk/testing';
+import { gfn as toGfn, pfn as toPfn, uapi, type ArchExit, type ArchGuestOutcome, type ArchGuestStep, type ArchResult, type GuestFault, type MappingLevel, type TableLevel } from '@cocokit/sdk';
 import tdx from './plugin.js';
 import { SEPT_STATE, framesAtLevel } from './sept.js';
 import type { TdxArchVm, TdxVmOptions } from './vm.js';
 
 /** What the test core's mirror EPT holds for a gfn: the page and the level it is mapped at. */
-export interface MirrorEntry {
-  readonly pfn: number;
-  readonly level: MappingLevel;
-}
+export type MirrorEntry = ArchTestMapping;
 
-/** A test TD and what the test core built around it. */
-export interface TestTd {
-  /** The TD, its private-table hooks wrapped so the mirror EPT follows them (as the MMU's own SPTE writes would). */
-  readonly vm: TdxArchVm;
-  readonly sim: Sim;
-  readonly host: TestHostMemory;
-  readonly ctx: ArchVmContext;
-  /** Every exit the TD asked for through `ctx.exit`. */
-  readonly exits: readonly ArchExit[];
-  /** Reasons the TD gave `ctx.markBugged`. */
-  readonly bugs: readonly string[];
-  /** The mirror EPT: gfn of each 4K frame → what maps it (what `ctx.translate(gfn, 'private')` answers). */
+/**
+ * A test TD and what the test core built around it: the kit's test VM, whose `vm` has its
+ * private-table hooks seen by the kit so the mirror EPT follows them (as the MMU's own SPTE writes
+ * would), `onVcpu(vcpu, f)` runs `f` as a guest operation (`ctx.exit` throws a {@link GuestExit}),
+ * and `allocPfn(level)` is a bump allocator of host pages for faults.
+ */
+export interface TestTd extends ArchTestVm<TdxArchVm> {
+  /** The mirror EPT: gfn of each 4K frame → what maps it (what `ctx.translate(gfn, 'private')` answers); the kit's `privateRoot`. */
   readonly mirror: ReadonlyMap<number, MirrorEntry>;
-  /** Runs `f` as a guest operation of `vcpu`: `ctx.vcpu` is set, and `ctx.exit` throws a {@link GuestExit}. */
-  onVcpu<T>(vcpu: number, f: () => T): T;
-  /** Frees-list-less bump allocator of host pages for faults, aligned to `level`. */
-  allocPfn(level: MappingLevel): number;
 }
 
-/** What `ctx.exit` throws inside {@link TestTd.onVcpu}: the core's internal signal that ends a guest operation. */
-export class GuestExit extends Error {
-  override readonly name = 'GuestExit' as const;
-  readonly exit: ArchExit;
-  constructor(exit: ArchExit) {
-    super(`exit ${exit.reason}`);
-    this.exit = exit;
-  }
-}
+/** What `ctx.exit` throws inside {@link TestTd.onVcpu}: the kit's signal that ends a guest operation. */
+export { ArchGuestExit as GuestExit } from '@cocokit/sdk/testing';
 
 /** How the test core is set up beyond the TD's options. */
 export interface TestCoreOptions {
@@ -73,122 +40,12 @@ export interface TestCoreOptions {
   readonly mapGpaExit?: boolean;
 }
 
-/** The first host frame the fault allocator hands out (1 GiB in, so any level is aligned there). */
-const FAULT_PFN_BASE = 2 ** 19;
-
 /** Creates a TD with the test core's context. */
 export function createTestTd(options: TdxVmOptions = {}, core: TestCoreOptions = {}): TestTd {
-  const sim = createSim({ seed: 1 });
-  sim.costs.register(tdx.name, tdx.costs);
-  const host = createTestHostMemory(2 ** 20);
-  const exits: ArchExit[] = [];
-  const bugs: string[] = [];
-  const mirror = new Map<number, MirrorEntry>();
-  const caps: Record<number, number> = { ...(core.enabledCaps ?? {}) };
-  if (core.mapGpaExit) caps[uapi.KVM_CAP_EXIT_HYPERCALL] = 2 ** uapi.KVM_HC_MAP_GPA_RANGE;
-  let vcpu: number | undefined;
-  let nextPfn = FAULT_PFN_BASE;
-  const ctx: ArchVmContext = {
-    sim,
-    host,
-    vmType: 'tdx',
-    options: Object.freeze({ ...options }),
-    exit(e: ArchExit): never {
-      exits.push(e);
-      if (vcpu === undefined) throw new ArchExitOutsideGuestError(e);
-      throw new GuestExit(e);
-    },
-    get vcpu() {
-      return vcpu;
-    },
-    enabledCap: (cap) => caps[cap],
-    markBugged: (reason) => void bugs.push(reason),
-    translate: (g, root) => (root === 'private' ? mirror.get(g) : undefined) as { pfn: Pfn; level: MappingLevel } | undefined,
-    allowPreFault: () => undefined,
-    // The test core's kvm_gmem_populate: one guest_memfd whose page for a gfn is allocated on
-    // first use; a populated page is prepared, and populating it again is EEXIST.
-    gmemPopulate(g, npages, src, kind): number {
-      let done = 0;
-      for (; done < npages; done++) {
-        const gi = g + done;
-        try {
-          if (gmemPrepared.has(gi)) throw new KvmError('EEXIST', 'kvm_gmem_populate', `gfn 0x${gi.toString(16)} is already prepared`);
-          const p = gmemPages.get(gi) ?? allocPfn(0);
-          gmemPages.set(gi, p);
-          late.vm?.populate(toGfn(gi), toPfn(p), src[done] ?? null, kind);
-          gmemPrepared.add(gi);
-        } catch (e) {
-          if (done === 0) throw e;
-          break;
-        }
-      }
-      return done;
-    },
-    // The test core's kvm_tdp_mmu_map_private_pfn: the TDP MMU's private fault (mapPrivate).
-    mapPrivatePfn(g, p): void {
-      const vm = late.vm;
-      if (vm === undefined) throw new KvmError('EIO', 'kvm_tdp_map_page', 'no VM yet');
-      const r = mapPrivate(vm, g, p);
-      if (r.status !== 'ok') throw new KvmError(r.status === 'error' ? r.errno : 'EINTR', 'kvm_tdp_map_page', r.reason);
-    },
-  };
-  const late: { vm?: TdxArchVm } = {};
-  const gmemPages = new Map<number, number>();
-  const gmemPrepared = new Set<number>();
-  const allocPfn = (level: MappingLevel): number => {
-    const n = framesAtLevel(level);
-    const p = Math.ceil(nextPfn / n) * n;
-    nextPfn = p + n;
-    return p;
-  };
-  const raw = tdx.createVm(ctx) as TdxArchVm;
-  const setMirror = (g: number, level: MappingLevel, p: number | undefined): void => {
-    for (let i = 0; i < framesAtLevel(level); i++) {
-      if (p === undefined) mirror.delete(g + i);
-      else mirror.set(g + i, { pfn: p + i, level });
-    }
-  };
-  const vm: TdxArchVm = {
-    ...raw,
-    setPrivateSpte(g, level, p) {
-      const r = raw.setPrivateSpte(g, level, p);
-      if (r.status === 'ok') setMirror(g, level, p);
-      return r;
-    },
-    removePrivateSpte(g, level, p) {
-      const r = raw.removePrivateSpte(g, level, p);
-      if (r.status === 'ok') setMirror(g, level, undefined);
-      return r;
-    },
-    splitPrivateSpte(g, level) {
-      const r = raw.splitPrivateSpte(g, level);
-      const big = mirror.get(g);
-      if (r.status === 'ok' && big) {
-        for (let i = 0; i < framesAtLevel(level); i++) mirror.set(g + i, { pfn: big.pfn + i, level: (level - 1) as MappingLevel });
-      }
-      return r;
-    },
-  };
-  late.vm = vm;
-  return {
-    vm,
-    sim,
-    host,
-    ctx,
-    exits,
-    bugs,
-    mirror,
-    onVcpu<T>(id: number, f: () => T): T {
-      const outer = vcpu;
-      vcpu = id;
-      try {
-        return f();
-      } finally {
-        vcpu = outer;
-      }
-    },
-    allocPfn,
-  };
+  const enabledCaps: Record<number, number> = { ...(core.enabledCaps ?? {}) };
+  if (core.mapGpaExit) enabledCaps[uapi.KVM_CAP_EXIT_HYPERCALL] = 2 ** uapi.KVM_HC_MAP_GPA_RANGE;
+  const t = createArchTestVm(tdx, 'tdx', { vmOptions: { ...options }, enabledCaps, gmemBacking: 'allocate' });
+  return Object.assign(t, { mirror: t.privateRoot });
 }
 
 /**
@@ -211,7 +68,7 @@ export function expectExit(t: TestTd, f: () => unknown, vcpu = 0): Record<string
   try {
     t.onVcpu(vcpu, f);
   } catch (e) {
-    if (e instanceof GuestExit) return e.exit as Record<string, unknown>;
+    if (e instanceof ArchGuestExit) return e.exit as Record<string, unknown>;
     throw e;
   }
   throw new Error('expected an exit');
@@ -321,7 +178,7 @@ export function drive(t: TestTd, gen: Generator<ArchGuestStep, ArchGuestOutcome,
         input = t.onVcpu(vcpu, run);
         break;
       } catch (e) {
-        if (!(e instanceof GuestExit)) throw e;
+        if (!(e instanceof ArchGuestExit)) throw e;
         exits.push(e.exit);
         const answered: ArchExit = { ...e.exit, ret: userspace(e.exit) };
         run = () => {

@@ -16,7 +16,6 @@ import {
   checkPluginShape,
   checkPrepareInvalidateBalance,
   checkPrivateTables,
-  createArchTestVm,
   isConformanceError,
   runArchConformance,
   runArchConformanceChecks,
@@ -25,6 +24,7 @@ import {
   type ConformanceRunner,
   type ConformanceSubject,
 } from './conformance.js';
+import { createArchTestVm } from './test-vm.js';
 
 
 const SHARED_BIT = 47;

@@ -4,21 +4,29 @@
  * that throws a {@link ConformanceError} on failure, so a check can be run (and seen to fail)
  * outside any test runner; {@link runArchConformance} wraps them in vitest `describe`/`it` blocks.
  *
- * These are the checks the sdk can make on its own: against a plugin's hooks, with a real
- * {@link Sim} and the kit's {@link createTestHostMemory}. Checks that need a whole VM (conversions
- * round-trip, zapped private mappings are gone, the measurement covers every measured byte) need
- * the core's VM and are not here yet.
+ * These are the checks the sdk can make on its own: against a plugin's hooks, on a VM that
+ * {@link createArchTestVm} builds (a real Sim, the kit's test host memory, a context shaped like
+ * the core's). Checks that need a whole VM (conversions round-trip, zapped private mappings are
+ * gone, the measurement covers every measured byte) need the core's VM and are not here yet.
  */
 import { describe as vDescribe, it as vIt } from 'vitest';
-import { KvmError, isKvmError } from '../errors.js';
-import type { HostMemoryView } from '../host-view.js';
+import { isKvmError } from '../errors.js';
 import { createSim } from '../sim/sim.js';
-import type { CostName, Sim } from '../sim/types.js';
+import type { CostName } from '../sim/types.js';
 import { gfn as toGfn, pfn as toPfn, type PageOrder } from '../units.js';
-import type { ArchExit, ArchPlugin, ArchResult, ArchVm, ArchVmContext, HostFault, TableLevel } from '../arch/contract.js';
+import type { ArchPlugin, ArchResult, ArchVm, HostFault, TableLevel } from '../arch/contract.js';
 import { validateArchPlugin } from '../arch/define.js';
 import { archCapabilitiesProblem, archVmShapeProblem } from '../arch/validate-vm.js';
-import { createTestHostMemory, type TestHostMemory } from './host-memory.js';
+import {
+  BASE_GFN,
+  BASE_PFN,
+  DEFAULT_HOST_FRAMES,
+  createArchTestVm,
+  linkedTablesOf,
+  tableKey,
+  type ArchTestVm,
+  type ArchTestVmOptions,
+} from './test-vm.js';
 
 /** The checks of the kit, by id. */
 export const CONFORMANCE_CHECK_IDS = [
@@ -38,8 +46,12 @@ export const CONFORMANCE_CHECK_IDS = [
 /** The id of a conformance check. */
 export type ConformanceCheckId = (typeof CONFORMANCE_CHECK_IDS)[number];
 
-/** Options of the kit. */
-export interface ArchConformanceOptions {
+/**
+ * Options of the kit: how each VM is built ({@link ArchTestVmOptions}, passed to
+ * {@link createArchTestVm}; `hostFrames` must be at least 2^19 here, as the checks use pages from
+ * 2^18 up) and which checks run.
+ */
+export interface ArchConformanceOptions extends ArchTestVmOptions {
   /**
    * Checks not to run, each with the reason (shown in the test report). A plugin that cannot meet a
    * check says why here rather than silently passing it.
@@ -47,14 +59,6 @@ export interface ArchConformanceOptions {
   readonly skip?: Partial<Readonly<Record<ConformanceCheckId, string>>>;
   /** The VM types to run the per-VM checks for (default: all the plugin serves). */
   readonly vmTypes?: readonly string[];
-  /** Options handed to `createVm` in `ctx.options`. */
-  readonly vmOptions?: Readonly<Record<string, unknown>>;
-  /** Frames of the test host memory (default 2^20: 4 GiB, stored sparsely). At least 2^19. */
-  readonly hostFrames?: number;
-  /** The simulation seed (default 1). */
-  readonly seed?: number;
-  /** What `ctx.enabledCap(cap)` answers, by capability number (default: nothing enabled). */
-  readonly enabledCaps?: Readonly<Record<number, number>>;
   /**
    * How to launch a VM of a plugin that measures (`capabilities.measurement`): the `populate` kind
    * whose contents are measured, and what must happen before the first `populate` (SNP:
@@ -92,122 +96,6 @@ export function isConformanceError(e: unknown, check?: ConformanceCheckId): e is
   if (typeof e !== 'object' || e === null) return false;
   const c = e as { name?: unknown; check?: unknown };
   return c.name === 'ConformanceError' && (check === undefined || c.check === check);
-}
-
-/** A VM of the plugin under test, with what the kit built around it. */
-export interface ArchTestVm {
-  readonly vm: ArchVm;
-  readonly sim: Sim;
-  readonly host: TestHostMemory;
-  readonly ctx: ArchVmContext;
-  /** Exits the VM asked for through `ctx.exit`. */
-  readonly exits: readonly ArchExit[];
-  /** Reasons the VM gave `ctx.markBugged`. */
-  readonly bugs: readonly string[];
-  /**
-   * Whether KVM_PRE_FAULT_MEMORY would be allowed now (`kvm->arch.pre_fault_allowed`): the VM's
-   * `capabilities.preFaultAllowed` (default true), or true once it called `ctx.allowPreFault`.
-   */
-  readonly preFaultAllowed: boolean;
-}
-
-/** Error thrown by the kit's `ctx.exit`: outside a guest operation no exit is possible. */
-export class ArchExitOutsideGuestError extends Error {
-  override readonly name = 'ArchExitOutsideGuestError' as const;
-  /** The exit asked for. */
-  readonly exit: ArchExit;
-  constructor(exit: ArchExit) {
-    super(`ctx.exit(${JSON.stringify(exit.reason)}) called outside a guest operation`);
-    this.exit = exit;
-  }
-}
-
-const DEFAULT_HOST_FRAMES = 2 ** 20;
-/** Where the kit's test pages live: 1 GiB aligned, so any order is aligned there. */
-const BASE_PFN = 2 ** 18;
-const BASE_GFN = 2 ** 18;
-
-/**
- * Creates one VM of `plugin` for `vmType` as the core would: a fresh {@link Sim} with the plugin's
- * costs registered (under the plugin's name), a {@link createTestHostMemory}, and a `ctx.exit`
- * that records the exit and throws (hooks other than guest operations must never exit).
- */
-export function createArchTestVm(plugin: ArchPlugin, vmType: string, options: ArchConformanceOptions = {}): ArchTestVm {
-  const sim = createSim({ seed: options.seed ?? 1 });
-  sim.costs.register(plugin.name, plugin.costs);
-  const host = createTestHostMemory(options.hostFrames ?? DEFAULT_HOST_FRAMES);
-  const exits: ArchExit[] = [];
-  const bugs: string[] = [];
-  let preFaultAllowedByVm = false;
-  const late: { vm?: ArchVm } = {};
-  /** The kit's private root: gfn → pfn, for what `ctx.mapPrivatePfn` mapped. */
-  const privateRoot = new Map<number, number>();
-  /** The kit's guest_memfd: pages `ctx.gmemPopulate` prepared. */
-  const prepared = new Set<number>();
-  const ctx: ArchVmContext = {
-    sim,
-    host: host satisfies HostMemoryView,
-    vmType,
-    options: Object.freeze({ ...(options.vmOptions ?? {}) }),
-    exit(e: ArchExit): never {
-      exits.push(e);
-      throw new ArchExitOutsideGuestError(e);
-    },
-    vcpu: undefined,
-    enabledCap: (cap: number): number | undefined => options.enabledCaps?.[cap],
-    markBugged(reason: string): void {
-      bugs.push(reason);
-    },
-    // The kit's nested tables hold only what ctx.mapPrivatePfn mapped.
-    translate: (g, root) => {
-      const p = root === 'private' ? privateRoot.get(g) : undefined;
-      return p === undefined ? undefined : { pfn: toPfn(p), level: 0 };
-    },
-    allowPreFault(): void {
-      preFaultAllowedByVm = true;
-    },
-    gmemPopulate(g, npages, src, kind): number {
-      const op = 'kvm_gmem_populate';
-      const vm = late.vm;
-      if (!Number.isSafeInteger(npages) || npages <= 0) throw new KvmError('EINVAL', op, 'npages must be positive');
-      let done = 0;
-      for (; done < npages; done++) {
-        const gi = g + done;
-        try {
-          // The kit's one guest_memfd backs gfn BASE_GFN + i with pfn BASE_PFN + i.
-          if (gi < BASE_GFN || gi - BASE_GFN + BASE_PFN >= host.nrFrames) throw new KvmError('EINVAL', op, `gfn 0x${gi.toString(16)} is in no guest_memfd slot of the kit`);
-          if (prepared.has(gi)) throw new KvmError('EEXIST', op, `gfn 0x${gi.toString(16)} is already prepared`);
-          vm?.populate?.(toGfn(gi), toPfn(gi - BASE_GFN + BASE_PFN), src[done] ?? null, kind);
-          prepared.add(gi);
-        } catch (e) {
-          if (done === 0) throw e;
-          break;
-        }
-      }
-      return done;
-    },
-    mapPrivatePfn(g, p): void {
-      const op = 'kvm_tdp_mmu_map_private_pfn';
-      const vm = late.vm;
-      if (vm === undefined || !vm.capabilities.privateMem) throw new KvmError('EINVAL', op, 'the VM has no private memory');
-      const r = kitMapPrivate(vm, g, p);
-      if (r.status !== 'ok') throw new KvmError(r.status === 'error' ? r.errno : 'EINTR', op, r.reason);
-      privateRoot.set(g, p);
-    },
-  };
-  const vm = plugin.createVm(ctx);
-  late.vm = vm;
-  return {
-    vm,
-    sim,
-    host,
-    ctx,
-    exits,
-    bugs,
-    get preFaultAllowed(): boolean {
-      return preFaultAllowedByVm || vm.capabilities.preFaultAllowed !== false;
-    },
-  };
 }
 
 /** What a check is given. */
@@ -501,54 +389,15 @@ export function checkBadInputsRefused(s: ConformanceSubject): CheckOutcome {
   return PASSED;
 }
 
-/** The private tables the kit linked per VM: tables stay linked when a leaf goes, as in the mirror root. */
-const linkedTables = new WeakMap<ArchVm, Set<string>>();
-
-/**
- * Maps `gfn` → `pfn` at 4K through the private-table hooks as the TDP MMU does: links each table
- * from the root down that is not linked yet, then sets the leaf.
- */
-/**
- * The kit's kvm_tdp_mmu_map_private_pfn: links the tables `g` lacks (with a mirror root) and sets
- * its 4K leaf, retrying `busy` a bounded number of times, as the core's fault path would.
- */
-function kitMapPrivate(vm: ArchVm, g: number, p: number): ArchResult {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    if (vm.capabilities.mirrorRoot) {
-      const root = vm.capabilities.privateRootLevel ?? 3;
-      let linked = linkedTables.get(vm);
-      if (!linked) linkedTables.set(vm, (linked = new Set()));
-      let busy: ArchResult | undefined;
-      for (let level = root; level >= 1 && busy === undefined; level--) {
-        const span = 512 ** level;
-        const base = Math.floor(g / span) * span;
-        const key = `${level}:${base}`;
-        if (linked.has(key)) continue;
-        const r = vm.linkPrivateTable?.(toGfn(base), level as TableLevel) ?? { status: 'ok' };
-        if (r.status === 'error') return r;
-        if (r.status === 'busy') busy = r;
-        else linked.add(key);
-      }
-      if (busy !== undefined) continue;
-    }
-    const r = vm.setPrivateSpte?.(toGfn(g), 0, toPfn(p)) ?? { status: 'ok' };
-    if (r.status !== 'busy') return r;
-  }
-  return { status: 'busy', reason: 'still busy after 100 retries' };
-}
-
+/** Maps `g` → `p` at 4K through the private-table hooks as the TDP MMU does, failing the check on any refusal. */
 function mapThroughMirror(s: ConformanceSubject, id: ConformanceCheckId, vm: ArchVm, g: number, p: number): void {
-  const root = vm.capabilities.privateRootLevel ?? 3;
-  let linked = linkedTables.get(vm);
-  if (!linked) linkedTables.set(vm, (linked = new Set()));
-  for (let level = root; level >= 1; level--) {
-    const span = 512 ** level;
-    const base = Math.floor(g / span) * span;
-    const key = `${level}:${base}`;
-    if (linked.has(key)) continue;
+  // The kit's proxy of the VM records each table linked, whoever links it.
+  const linked = linkedTablesOf(vm);
+  for (let level = vm.capabilities.privateRootLevel ?? 3; level >= 1; level--) {
+    if (linked.has(tableKey(g, level))) continue;
+    const base = Math.floor(g / 512 ** level) * 512 ** level;
     const r = guarded(s, id, `linkPrivateTable(level ${level})`, () => vm.linkPrivateTable?.(toGfn(base), level as TableLevel));
     if (r?.status !== 'ok') fail(s, id, `linkPrivateTable(level ${level}) returned ${JSON.stringify(r)}`);
-    linked.add(key);
   }
   const r = guarded(s, id, 'setPrivateSpte', () => vm.setPrivateSpte?.(toGfn(g), 0, toPfn(p)));
   if (r?.status !== 'ok') fail(s, id, `setPrivateSpte(level 0) returned ${JSON.stringify(r)}`);

@@ -1,14 +1,16 @@
 /**
- * `@cocokit/sdk/testing`: the arch plugin conformance kit every plugin runs in its own tests, a
- * small sparse host memory for plugin tests, and `errnoOf` for tests of refusals. Uses vitest (an
- * optional peer dependency of the sdk).
+ * `@cocokit/sdk/testing`: the arch plugin conformance kit every plugin runs in its own tests, the
+ * test VM it builds (`createArchTestVm`: a plugin's VM with a context shaped like the core's, for
+ * the plugin's own unit tests), a small sparse host memory, and `errnoOf` for tests of refusals.
+ * Uses vitest (an optional peer dependency of the sdk).
  */
 export { errnoOf } from './errno.js';
+export { ArchExitOutsideGuestError, ArchGuestExit, archExitOf, createArchTestVm } from './test-vm.js';
+export type { ArchTestMapping, ArchTestVm, ArchTestVmOptions } from './test-vm.js';
 export { createTestHostMemory } from './host-memory.js';
 export type { TestHostMemory } from './host-memory.js';
 export {
   ARCH_CONFORMANCE_CHECKS,
-  ArchExitOutsideGuestError,
   CONFORMANCE_CHECK_IDS,
   ConformanceError,
   checkBadInputsRefused,
@@ -22,7 +24,6 @@ export {
   checkPluginShape,
   checkPrepareInvalidateBalance,
   checkPrivateTables,
-  createArchTestVm,
   isConformanceError,
   runArchConformance,
   runArchConformanceChecks,
@@ -30,7 +31,6 @@ export {
 export type {
   ArchConformanceCheck,
   ArchConformanceOptions,
-  ArchTestVm,
   CheckOutcome,
   ConformanceCheckId,
   ConformanceResult,
