@@ -71,6 +71,58 @@ describe('KVM_SET_MEMORY_ATTRIBUTES2 (PROPOSED-CONV-v8)', () => {
     vm.checkInvariants();
   });
 
+  it('checkConvert: every refusal of convert, validate-only; mappings of the file do not block, other references do', () => {
+    const { vm, vmm, sim } = v8();
+    const f = vm.createGuestMemfd({ size: 8 * P, flags: MMAP | SHARED });
+    const a = vmm.mmap({ length: 8 * P, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: f });
+    vmm.write(a, new Uint8Array(8 * P).fill(3));
+    const stats = f.stats();
+    // Range: EINVAL (empty, reversed, beyond the file, not an integer).
+    for (const [s0, e0] of [[2, 2], [3, 2], [7, 9], [-1, 1], [0.5, 2]] as const) expect(errnoOf(() => f.checkConvert(s0, e0, true)), `[${s0}, ${e0})`).toBe('EINVAL');
+    // Already shared: nothing to do; to private: something to do, though every page is mapped.
+    expect(f.checkConvert(0, 8, false)).toBe(false);
+    expect(f.checkConvert(0, 8, true)).toBe(true);
+    // A pin is a reference the unmap does not drop: EAGAIN at the pinned folio.
+    const pins = vmm.gup(a + 5 * P, 1, { longterm: true });
+    let err: unknown;
+    try {
+      f.checkConvert(2, 8, true);
+    } catch (e) {
+      err = e;
+    }
+    expect(isKvmError(err, 'EAGAIN')).toBe(true);
+    expect((err as { data: { error_offset: number } }).data.error_offset).toBe(5 * P);
+    expect(f.checkConvert(2, 5, true)).toBe(true);
+    // To shared has no refcount check.
+    expect(f.checkConvert(2, 8, false)).toBe(false);
+    // Validate-only: the mappings, shareability, counters and virtual time are as they were.
+    expect(f.shareabilityRuns()).toEqual([{ start: 0, end: 8, value: 'all' }]);
+    expect(vmm.pfnAt(a + 2 * P)).toBeDefined();
+    expect(f.stats()).toEqual(stats);
+    const now = sim.now;
+    f.checkMemoryAttributes2({ offset: 0, size: 2 * P, attributes: PRIVATE });
+    f.checkConvert(0, 5, true);
+    expect(sim.now).toBe(now);
+    // The conversion itself agrees with the check.
+    expect(errnoOf(() => f.setMemoryAttributes2({ offset: 2 * P, size: 6 * P, attributes: PRIVATE }))).toBe('EAGAIN');
+    vmm.unpin(pins, { longterm: true });
+    expect(f.checkConvert(2, 8, true)).toBe(true);
+    f.setMemoryAttributes2({ offset: 2 * P, size: 6 * P, attributes: PRIVATE });
+    expect(f.checkConvert(2, 8, true)).toBe(false);
+    vm.checkInvariants();
+  });
+
+  it('checkMemoryAttributes2 refuses what setMemoryAttributes2 refuses, with the same errno', () => {
+    const f = v8().vm.createGuestMemfd({ size: 4 * P, flags: MMAP | SHARED });
+    const ok: KvmMemoryAttributes2 = { offset: 0, size: P, attributes: PRIVATE };
+    for (const bad of [{ flags: 1 }, { reserved: [0, 1] }, { attributes: 1 }, { size: 0 }, { offset: 1 }, { offset: 4 * P }, { size: 5 * P }]) {
+      const req = { ...ok, ...bad };
+      expect(errnoOf(() => f.checkMemoryAttributes2(req)), JSON.stringify(bad)).toBe(errnoOf(() => f.setMemoryAttributes2(req)));
+    }
+    expect(f.checkMemoryAttributes2(ok)).toBe(true);
+    expect(f.checkMemoryAttributes2({ ...ok, attributes: 0 })).toBe(false);
+  });
+
   it('invalidates bound slots with the filter from the current values; to-shared calls the arch invalidate hook', () => {
     const inval: Array<[number, number]> = [];
     const { vm } = setup({ privateMem: true, proposals: { memoryAttributes2: true }, arch: { gmemInvalidate: (s, e) => void inval.push([s, e]) } });
@@ -209,6 +261,50 @@ describe('direct-map removal (seed 002) and populate', () => {
     expect(c2.valid).toBe(false);
     expect(host.isInUse(p)).toBe(false);
     expect(f.stats().remaps).toBeGreaterThan(0);
+    vm.checkInvariants();
+    host.checkInvariants();
+  });
+
+  it('a NO_DIRECT_MAP folio is zeroed through the direct map and leaves it only then: no temporary remap, none for fallocate', () => {
+    // Zero, then remove (no remap → zero → unmap): seed 002's RFC v2 clears the folio in
+    // kvm_gmem_get_folio before kvm_gmem_folio_set_private; the later GUEST_MEMFD_FLAG_NO_DIRECT_MAP
+    // series calls kvm_gmem_folio_zap_direct_map after kvm_gmem_prepare_folio (get_pfn) and after
+    // folio_mark_uptodate (host fault), and fallocate zaps nothing.
+    const { vm, host, vmm } = setup({ privateMem: true, proposals: { noDirectMap: true, memoryAttributes2: true } });
+    const f = vm.createGuestMemfd({ size: 4 * P, flags: MMAP | SHARED | uapi.GUEST_MEMFD_FLAG_NO_DIRECT_MAP });
+    const slot = slotAt(0, 4);
+    vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: 4 }, slot);
+    f.fallocate(KEEP, 0, 2 * P);
+    const p1 = f.folioAt(1)!.pfn;
+    expect(f.folioAt(1)?.uptodate).toBe(false);
+    expect(host.isDirectMapped(p1)).toBe(true);
+    vm.checkInvariants();
+    const p0 = vm.getPfn(slot, 0).pfn;
+    const a = vmm.mmap({ length: 4 * P, prot: PROT.READ, flags: MAP.SHARED, file: f });
+    expect(vmm.read(a + P, 1)).toMatchObject({ ok: true, data: new Uint8Array([0]) });
+    expect(vmm.read(a + 2 * P, 1).ok).toBe(true);
+    for (const p of [p0, p1, f.folioAt(2)!.pfn]) expect(host.isDirectMapped(p)).toBe(false);
+    expect(host.directMapStats()).toMatchObject({ pagesRemoved: 3, tempMaps: 0, tempRemaps: 0, bytesExposed: 0 });
+    expect(f.stats().remaps).toBe(0);
+    vm.checkInvariants();
+    host.checkInvariants();
+  });
+
+  it('remaps counts the pages KVM really put back in the direct map, as the host does: not accesses to a page a pfn cache keeps mapped', () => {
+    const { vm, host } = setup({ privateMem: true, proposals: { noDirectMap: true } });
+    const f = vm.createGuestMemfd({ size: 4 * P, flags: uapi.GUEST_MEMFD_FLAG_NO_DIRECT_MAP });
+    f.kernelWrite(0, { kind: 'bytes', bytes: new Uint8Array([7]) });
+    expect(f.stats().remaps).toBe(1);
+    const cache = f.pfnCache(0);
+    expect(f.stats().remaps).toBe(2);
+    // The cache keeps the page mapped: these accesses remap nothing.
+    f.kernelWrite(0, { kind: 'bytes', bytes: new Uint8Array([8]) });
+    expect(f.kernelRead(0, 0, 1)).toEqual(new Uint8Array([8]));
+    expect(f.stats().remaps).toBe(2);
+    cache.release();
+    expect(f.kernelRead(0, 0, 1)).toEqual(new Uint8Array([8]));
+    expect(f.stats().remaps).toBe(3);
+    expect(host.directMapStats()).toMatchObject({ tempMaps: 5, tempRemaps: f.stats().remaps });
     vm.checkInvariants();
     host.checkInvariants();
   });

@@ -79,6 +79,11 @@ export interface GmemFileStats {
   readonly punchedPages: number;
   readonly hostFaults: number;
   readonly sigbus: number;
+  /**
+   * Pages KVM's own accesses (kernelRead/kernelWrite, pfn caches) really put back into the direct
+   * map of a NO_DIRECT_MAP file: an access to a page already mapped (a pfn cache holds it) is not a
+   * remap. The same count as the host's `DirectMapStats.tempRemaps` for this file's pages.
+   */
   readonly remaps: number;
 }
 
@@ -144,7 +149,7 @@ export class GuestMemfd implements FileProvider {
   readonly flags: number;
   /** Folio order of the file: 0, or 9 / 18 with the HugeTLB proposal. */
   readonly hugeOrder: number;
-  /** Whether folios leave the direct map (seed 002). */
+  /** Whether folios leave the direct map (seed 002), once zeroed on first use. */
   readonly noDirectMap: boolean;
   /** Inode number (distinct per file, as the selftest checks). */
   readonly ino: number;
@@ -528,6 +533,28 @@ export class GuestMemfd implements FileProvider {
    * into `req`) when a folio is still referenced by the host on a conversion to private.
    */
   setMemoryAttributes2(req: KvmMemoryAttributes2): void {
+    const { start, end, toPrivate } = this.attributes2Range(req);
+    try {
+      this.convert(start, end, toPrivate, 'memory_attributes2');
+    } catch (e) {
+      const off = (e as KvmError).data?.['error_offset'];
+      if (off !== undefined) req.error_offset = off as number;
+      throw e;
+    }
+  }
+
+  /**
+   * Validate-only `KVM_SET_MEMORY_ATTRIBUTES2`: every refusal {@link setMemoryAttributes2} makes
+   * (the request's fields, then {@link checkConvert}), nothing changed and `req` left as it is.
+   * Returns whether the request would change anything (`false`: the range already has the value).
+   */
+  checkMemoryAttributes2(req: KvmMemoryAttributes2): boolean {
+    const { start, end, toPrivate } = this.attributes2Range(req);
+    return this.checkConvert(start, end, toPrivate);
+  }
+
+  /** kvm_gmem_set_attributes' validation of the request, in the proposal's order; returns the pages and the direction. */
+  private attributes2Range(req: KvmMemoryAttributes2): { start: number; end: number; toPrivate: boolean } {
     const op = 'KVM_SET_MEMORY_ATTRIBUTES2';
     this.checkOpen(op);
     if (!this.ctx.proposals.memoryAttributes2) throw new KvmError('ENOTTY', op, 'in-place conversion (gmem_in_place_conversion) is off');
@@ -549,13 +576,7 @@ export class GuestMemfd implements FileProvider {
     }
     const start = this.convertStart(req.offset, req.size, op, true);
     const end = start + (toByteCount(req.size, op, 'size') / PAGE_SIZE);
-    try {
-      this.convert(start, end, toPrivate, 'memory_attributes2');
-    } catch (e) {
-      const off = (e as KvmError).data?.['error_offset'];
-      if (off !== undefined) req.error_offset = off as number;
-      throw e;
-    }
+    return { start, end, toPrivate };
   }
 
   /** PROPOSED-CONV-v2: `KVM_GMEM_CONVERT_SHARED`, the first generation's entry point over the same engine. */
@@ -597,11 +618,36 @@ export class GuestMemfd implements FileProvider {
   }
 
   /**
+   * Validate-only conversion of pages `[start, end)`: every refusal {@link convert} makes, in its
+   * order, with nothing changed (no unmap, no invalidation, no arch hook, no cost, no counter).
+   * EBADF on a closed file; EINVAL unless `0 <= start < end <= size` in pages; EAGAIN (with
+   * `error_offset`) on a conversion to private while a folio of the range holds a reference other
+   * than the page cache's and this file's own user mappings (the kernel unmaps those first, so they
+   * never block: kvm_gmem_is_safe_for_conversion runs after unmap_mapping_pages). Returns `false`
+   * when the range already has the value (the ioctl returns 0 without invalidating), `true` when the
+   * conversion would change it. `convert` runs the same checks, so the two cannot disagree; a
+   * caller (the VM's conversion engine) asks first so that a refusal runs no arch hook.
+   */
+  checkConvert(start: number, end: number, toPrivate: boolean): boolean {
+    this.checkOpen('convert');
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || start >= end || end > this.nrPages) {
+      throw new KvmError('EINVAL', 'convert', `pages [${start}, ${end}) are not a non-empty range inside the file (${this.nrPages} pages)`);
+    }
+    if (this.share.uniformValue(start, end) === (toPrivate ? SHAREABILITY.GUEST : SHAREABILITY.ALL)) return false;
+    if (toPrivate) {
+      const bad = this.heldFolio(start, end, false);
+      if (bad !== undefined) throw this.convertRefusal(start, end, bad, false);
+    }
+    return true;
+  }
+
+  /**
    * The conversion engine both generations share (kvm_gmem_set_attributes / kvm_gmem_convert_range),
    * under the invalidate lock: no-op when the range already has the value; to private, zap host
    * userspace mappings and refuse with EAGAIN (error_offset = first still-referenced folio) before
    * anything else changes; invalidate guest mappings with the filter the current values give; on
    * to-shared, let the arch reclaim the pages; store; re-shape huge folios; end the invalidation.
+   * The refusals are {@link checkConvert}'s (one implementation: `heldFolio`, `convertRefusal`).
    */
   convert(start: number, end: number, toPrivate: boolean, entry: string): void {
     const target: Shareability = toPrivate ? SHAREABILITY.GUEST : SHAREABILITY.ALL;
@@ -620,14 +666,9 @@ export class GuestMemfd implements FileProvider {
     const hasFolios = this.allocated > 0 && !this.folios.isUniform(start, end, undefined);
     this.invalidateCaches(start, end);
     if (toPrivate && hasFolios) {
-      if (this.host.mappingsOf(this) > 0) this.host.unmapFileRange(this, start, end);
-      const bad = this.firstReferencedFolio(start, end);
-      if (bad !== undefined) {
-        this.counters.refused++;
-        const errorOffset = Math.max(start, bad) * PAGE_SIZE;
-        if (this.tracing) this.trace('gmem.convert_refused', { file: this.name, start, end, errorOffset });
-        throw new KvmError('EAGAIN', 'convert', `folio at index ${bad} is still referenced (pinned or mapped) by the host`, { error_offset: errorOffset });
-      }
+      if (this.host.mappingsOf(this) > 0) this.unmapFoliosForConvert(start, end);
+      const bad = this.heldFolio(start, end, true);
+      if (bad !== undefined) throw this.convertRefusal(start, end, bad, true);
     }
     this.charge('gmem.convert');
     const ranges = this.invalidateBegin(start, end, filter, 'convert');
@@ -742,9 +783,9 @@ export class GuestMemfd implements FileProvider {
     const p = this.kernelPage(index);
     const entry: CacheEntry = { index, pfn: p, valid: true, unmap: undefined };
     if (this.noDirectMap) {
+      if (!this.host.isDirectMapped(p)) this.counters.remaps++;
       const h = this.host.tempMap(p);
       entry.unmap = () => h.unmap();
-      this.counters.remaps++;
       this.trace('gmem.remap', { file: this.name, index, pfn: p, op: 'map', user: 'pfn_cache' });
     }
     this.caches.add(entry);
@@ -884,10 +925,12 @@ export class GuestMemfd implements FileProvider {
         if (e !== undefined) fail('private-referenced', `private page at pfn ${e} holds host references`);
       }
       // Removal persists while a page is temporarily restored, so "removed" is the whole condition:
-      // every page of a NO_DIRECT_MAP folio is removed, and no page of any other folio is.
+      // every zeroed (uptodate) page of a NO_DIRECT_MAP folio is removed, and no other page is (a
+      // folio leaves the direct map once zeroed, see zeroFolio).
       const removed = this.host.directMapRemovedCount(r.start + d, r.end + d);
-      if (this.noDirectMap && removed !== r.end - r.start) {
-        fail('direct-map', `pfns [${r.start + d}, ${r.end + d}) of a NO_DIRECT_MAP file: only ${removed} out of the direct map`);
+      const zeroed = (folioFlags(r.value) & FOLIO_UPTODATE) !== 0;
+      if (this.noDirectMap && removed !== (zeroed ? r.end - r.start : 0)) {
+        fail('direct-map', `pfns [${r.start + d}, ${r.end + d}) of a NO_DIRECT_MAP file, ${zeroed ? 'zeroed' : 'not yet zeroed'}: ${removed} out of the direct map`);
       } else if (!this.noDirectMap && removed !== 0) {
         fail('direct-map', `pfns [${r.start + d}, ${r.end + d}): ${removed} left the direct map`);
       }
@@ -1023,7 +1066,69 @@ export class GuestMemfd implements FileProvider {
     }
   }
 
-  private firstReferencedFolio(start: number, end: number): number | undefined {
+  /**
+   * Conversion to private: zaps host userspace mappings before the refcount check. The kernel zaps
+   * the range (unmap_mapping_pages) and then checks whole folios (kvm_gmem_has_safe_refcount:
+   * folio_ref_count == folio_nr_pages + 1). In the 1G RFC v2 a HugeTLB folio holding any shared
+   * page is split to 4 KiB folios as soon as it is allocated, so the range's folios are its pages.
+   * A huge folio left whole while shared (split-on-fault, seed 003's lpage_info-like policy; and
+   * this model's split-eager, which splits only mixed folios) also carries the references of the
+   * host's mappings of its other, still-shared pages, and would refuse the conversion until the
+   * VMM unmapped them all. So the user mappings of every folio the range touches go: only real
+   * references (GUP pins) still make it EAGAIN, and the host refaults the shared pages on its next
+   * access, which splits the now mixed folio first (`fault`).
+   */
+  private unmapFoliosForConvert(start: number, end: number): void {
+    const head = this.folios.get(start);
+    const tail = this.folios.get(end - 1);
+    const s = head === undefined ? start : alignDown(start, folioOrder(head));
+    const e = tail === undefined ? end : Math.min(alignUp(end, folioOrder(tail)), this.nrPages);
+    this.host.unmapFileRange(this, s, e);
+  }
+
+  /**
+   * The first folio of `[start, end)` (file index, folio aligned) holding a reference that the
+   * unmap before the kernel's refcount check would not drop, or `undefined`. References from this
+   * file's own user mappings (a PTE of a process mapping the file, pointing at the file's page) are
+   * counted out, so the answer is the same before and after `unmapFileRange`. `charge`: the
+   * conversion pays for the check; the validate-only {@link checkConvert} does not.
+   */
+  private heldFolio(start: number, end: number, charge: boolean): number | undefined {
+    const bad = this.firstReferencedFolio(start, end, charge);
+    if (bad === undefined || this.host.mappingsOf(this) === 0) return bad;
+    const vmas = this.host.processes().flatMap((p) => p.vmaList().filter((v) => v.file === this));
+    const h = this.hugeOrder;
+    for (const r of this.folios.runs(alignDown(bad, h), Math.min(alignUp(end, h), this.nrPages))) {
+      const order = folioOrder(r.value);
+      const d = folioDelta(r.value);
+      let i = r.start;
+      for (;;) {
+        const p = this.host.firstElevated(i + d, r.end + d);
+        if (p === undefined) break;
+        const index = p - d;
+        let mapped = 0;
+        for (const v of vmas) {
+          if (index < v.pgoff || index >= v.pgoff + (v.end - v.start)) continue;
+          if (v.process.pfnAt((v.start + (index - v.pgoff)) * PAGE_SIZE) === p) mapped++;
+        }
+        if (this.host.refcount(p) - 1 > mapped) return alignDown(index, order);
+        i = index + 1;
+      }
+    }
+    return undefined;
+  }
+
+  /** The EAGAIN of a conversion to private refused at folio `bad`; `record` counts and traces it. */
+  private convertRefusal(start: number, end: number, bad: number, record: boolean): KvmError {
+    const errorOffset = Math.max(start, bad) * PAGE_SIZE;
+    if (record) {
+      this.counters.refused++;
+      if (this.tracing) this.trace('gmem.convert_refused', { file: this.name, start, end, errorOffset });
+    }
+    return new KvmError('EAGAIN', 'convert', `folio at index ${bad} is still referenced (pinned or mapped) by the host`, { error_offset: errorOffset });
+  }
+
+  private firstReferencedFolio(start: number, end: number, charge = true): number | undefined {
     let checked = 0;
     let found: number | undefined;
     const h = this.hugeOrder;
@@ -1043,7 +1148,7 @@ export class GuestMemfd implements FileProvider {
         break;
       }
     }
-    this.charge('gmem.refcount_check', checked);
+    if (charge) this.charge('gmem.refcount_check', checked);
     return found;
   }
 
@@ -1069,8 +1174,7 @@ export class GuestMemfd implements FileProvider {
     const order = this.hugeOrder;
     const p = this.host.allocPages(order, 'guest_memfd');
     const n = 2 ** order;
-    if (this.noDirectMap) this.host.removeFromDirectMap(p, p + n);
-    if (zero) this.zeroFolio(start, p, n);
+    if (zero) this.zeroFolio(p, n);
     const v = encodeFolio(p - start, order, (zero ? FOLIO_UPTODATE : 0) | flags);
     this.folios.set(start, start + n, v);
     this.allocated += n;
@@ -1110,7 +1214,7 @@ export class GuestMemfd implements FileProvider {
     const order = folioOrder(v);
     const s = alignDown(index, order);
     const p = s + folioDelta(v);
-    this.zeroFolio(s, p, 2 ** order);
+    this.zeroFolio(p, 2 ** order);
     this.setFlags(s, s + 2 ** order, FOLIO_UPTODATE, 0);
     return this.folios.get(index) as number;
   }
@@ -1132,17 +1236,29 @@ export class GuestMemfd implements FileProvider {
     return toPfn(index + folioDelta(v));
   }
 
-  /** Zeroes a folio. Zeroing needs a kernel mapping: a NO_DIRECT_MAP folio is mapped for it and unmapped again. */
-  private zeroFolio(index: number, p: number, pages: number): void {
-    if (this.noDirectMap) this.withDirectMap(index, p, pages, 'zero', () => this.host.zero(p, pages));
-    else this.host.zero(p, pages);
+  /**
+   * Zeroes a folio (it becomes uptodate); a NO_DIRECT_MAP folio leaves the direct map only now,
+   * zeroed through it first: no temporary restoration, so remaps count KVM's own accesses alone.
+   * The direct-map removal series zero before they remove: RFC v2 (seed 002) zeroes in
+   * kvm_gmem_get_folio (clear_highpage while !folio_test_uptodate) before kvm_gmem_prepare_folio
+   * and kvm_gmem_folio_set_private; the later GUEST_MEMFD_FLAG_NO_DIRECT_MAP series calls
+   * kvm_gmem_folio_zap_direct_map after kvm_gmem_prepare_folio in kvm_gmem_get_pfn and after
+   * folio_mark_uptodate in kvm_gmem_fault_user_mapping. So a folio fallocate allocated, not yet
+   * zeroed, is still in the direct map (fallocate zaps nothing).
+   */
+  private zeroFolio(p: number, pages: number): void {
+    this.host.zero(p, pages);
+    if (this.noDirectMap) this.host.removeFromDirectMap(p, p + pages);
   }
 
   private withDirectMap<T>(index: number, p: number, pages: number, user: string, f: () => T): T {
     if (!this.noDirectMap) return f();
     const handles = [];
-    for (let i = 0; i < pages; i++) handles.push(this.host.tempMap(p + i));
-    this.counters.remaps++;
+    for (let i = 0; i < pages; i++) {
+      // A page a pfn cache (or another access) keeps mapped is not remapped: count real remaps only.
+      if (!this.host.isDirectMapped(p + i)) this.counters.remaps++;
+      handles.push(this.host.tempMap(p + i));
+    }
     this.trace('gmem.remap', { file: this.name, index, pfn: p, op: 'map', user });
     try {
       return f();

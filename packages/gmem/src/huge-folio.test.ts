@@ -4,9 +4,10 @@ import { describe, expect, it } from 'vitest';
 import { uapi } from '@cocokit/sdk';
 import { MAP, PROT } from '@cocokit/host';
 import type { HugeFolioPolicy } from './guest-memfd.js';
+import { errnoOf } from '@cocokit/sdk/testing';
 import { MiB, setup, slotAt } from './test-helpers.js';
 
-const { GUEST_MEMFD_FLAG_HUGETLB: HUGETLB, GUEST_MEMFD_HUGE_1GB: HUGE_1GB, GUEST_MEMFD_FLAG_MMAP: MMAP, GUEST_MEMFD_FLAG_INIT_SHARED: SHARED, FALLOC_FL_KEEP_SIZE: KEEP } = uapi;
+const { GUEST_MEMFD_FLAG_HUGETLB: HUGETLB, GUEST_MEMFD_HUGE_1GB: HUGE_1GB, GUEST_MEMFD_HUGE_2MB: HUGE_2MB, GUEST_MEMFD_FLAG_MMAP: MMAP, GUEST_MEMFD_FLAG_INIT_SHARED: SHARED, FALLOC_FL_KEEP_SIZE: KEEP } = uapi;
 const PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE;
 const GiB = 2 ** 30;
 const P = 4096;
@@ -84,6 +85,50 @@ describe('1 GiB HugeTLB folios (seed 003)', () => {
     f.setMemoryAttributes2({ offset: 0, size: GiB, attributes: PRIVATE });
     expect(vm.getPfn(slot, 0)).toMatchObject({ maxOrder: 18, prepared: false });
     expect(prepares.at(-1)).toEqual([head, 0, 18]);
+    vm.checkInvariants();
+  });
+});
+
+describe('conversion to private of part of a host-mapped huge folio (seed 003)', () => {
+  function twoMiBFile(policy: HugeFolioPolicy) {
+    const env = setup({ privateMem: true, hugePolicy: policy, proposals: { memoryAttributes2: true, hugetlb: true } });
+    const f = env.vm.createGuestMemfd({ size: 2 * MiB, flags: MMAP | SHARED | HUGETLB | HUGE_2MB });
+    const a = env.vmm.mmap({ length: 2 * MiB, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: f });
+    return { ...env, f, a };
+  }
+
+  // The kernel's refcount check takes whole folios (kvm_gmem_has_safe_refcount): the host's
+  // mappings of the folio's other, still-shared pages go with the range's, or a whole folio would
+  // either refuse the conversion for good or be left mixed, unsplit and mapped.
+  it.each(['split-on-fault', 'split-eager'] as const)('%s: zaps the mappings of the whole folio, converts, and the refault splits it first', (policy) => {
+    const { vm, vmm, host, f, a } = twoMiBFile(policy);
+    expect(vmm.write(a + 511 * P, new Uint8Array([0x5a])).ok).toBe(true);
+    expect(f.folioAt(0)?.order).toBe(9);
+    f.setMemoryAttributes2({ offset: 0, size: P, attributes: PRIVATE });
+    expect(f.shareability(0)).toBe('guest');
+    expect(host.firstElevated(f.folioAt(511)!.pfn, (f.folioAt(511)!.pfn as number) + 1)).toBeUndefined();
+    // split-on-fault keeps the folio whole until a host fault needs one of its pages.
+    expect(f.folioAt(0)?.order).toBe(policy === 'split-on-fault' ? 9 : 0);
+    vm.checkInvariants();
+    expect(vmm.read(a + 511 * P, 1)).toMatchObject({ ok: true, data: new Uint8Array([0x5a]) });
+    expect(orders(f)).toEqual([0]);
+    expect(f.stats().splits).toBe(1);
+    vm.checkInvariants();
+    host.checkInvariants();
+  });
+
+  it('a GUP pin on another page of the folio still refuses it (EAGAIN at the folio), until unpinned', () => {
+    const { vm, vmm, f, a } = twoMiBFile('split-on-fault');
+    vmm.write(a + 300 * P, new Uint8Array([1]));
+    const pins = vmm.gup(a + 300 * P, 1, { longterm: true });
+    const req = { offset: 4 * P, size: P, attributes: PRIVATE };
+    expect(errnoOf(() => f.setMemoryAttributes2(req))).toBe('EAGAIN');
+    expect(req).toMatchObject({ error_offset: 4 * P });
+    expect(f.shareability(4)).toBe('all');
+    vm.checkInvariants();
+    vmm.unpin(pins, { longterm: true });
+    f.setMemoryAttributes2({ offset: 4 * P, size: P, attributes: PRIVATE });
+    expect(f.shareability(4)).toBe('guest');
     vm.checkInvariants();
   });
 });

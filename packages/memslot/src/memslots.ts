@@ -79,7 +79,11 @@ export interface MemslotsConfig {
   readonly nrAddressSpaces: 1 | 2;
   /** Memslot flag bits claimed by VM extensions. */
   readonly extensionFlags?: readonly MemslotExtensionFlag[];
-  /** `kvm_supported_mem_attributes`: `KVM_MEMORY_ATTRIBUTE_PRIVATE` iff private memory, else 0. */
+  /**
+   * `kvm_supported_vm_mem_attributes`: `KVM_MEMORY_ATTRIBUTE_PRIVATE` iff private memory, else 0;
+   * also 0 with PROPOSED-CONV-v8's `gmem_in_place_conversion` on, where guest_memfd owns
+   * shareability (the VM layer passes 0 then).
+   */
   readonly supportedAttributes: number;
   /**
    * `CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES`: whether `KVM_SET_MEMORY_ATTRIBUTES` exists at all
@@ -729,15 +733,28 @@ export class Memslots {
   setMemoryAttributes(request: KvmMemoryAttributes): void {
     const sim = this.config.sim;
     sim?.charge('memslot.set_memory_attributes');
+    const [start, end, value] = this.attributesRange(request);
+    if (sim) sim.lock(this.config.slotsLockName ?? 'slots_lock').with(() => this.setAttributesLocked(start, end, value));
+    else this.setAttributesLocked(start, end, value);
+  }
+
+  /**
+   * Validate-only `KVM_SET_MEMORY_ATTRIBUTES`: every refusal {@link setMemoryAttributes} makes, in
+   * its order, with nothing changed and nothing charged. Returns whether the request would change
+   * anything (`false`: every gfn already has the value, kvm_vm_set_mem_attributes' "nothing to do").
+   */
+  checkMemoryAttributes(request: KvmMemoryAttributes): boolean {
+    const [start, end, value] = this.attributesRange(request);
+    return !this.rangeHasAttributes(start, end, value);
+  }
+
+  /** kvm_vm_ioctl_set_mem_attributes' validation; returns `[start, end, attributes]` in gfns. */
+  private attributesRange(request: KvmMemoryAttributes): [number, number, number] {
     if (this.config.memoryAttributesIoctl === false) {
       throw new KvmError('ENOTTY', OP_ATTRS, 'this kernel has no KVM_SET_MEMORY_ATTRIBUTES (CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES)');
     }
     const fast = this.attributesFastPath(request);
-    if (fast !== undefined) {
-      if (sim) sim.lock(this.config.slotsLockName ?? 'slots_lock').with(() => this.setAttributesLocked(fast[0], fast[1], fast[2]));
-      else this.setAttributesLocked(fast[0], fast[1], fast[2]);
-      return;
-    }
+    if (fast !== undefined) return fast;
     const flags = u64(request.flags ?? 0, OP_ATTRS, 'flags');
     if (flags !== 0n) throw new KvmError('EINVAL', OP_ATTRS, `flags 0x${flags.toString(16)} must be 0`);
     const attrsBig = u64(request.attributes, OP_ATTRS, 'attributes');
@@ -753,10 +770,7 @@ export class Memslots {
     }
     // The model's address space ends at 2^52 (DESIGN.md "Units"): beyond it, like an out-of-range u64.
     const end = toByteCount(address + size, OP_ATTRS, 'address + size') / PAGE_SIZE;
-    const start = Number(address / page);
-    const value = Number(attrsBig);
-    if (sim) sim.lock(this.config.slotsLockName ?? 'slots_lock').with(() => this.setAttributesLocked(start, end, value));
-    else this.setAttributesLocked(start, end, value);
+    return [Number(address / page), end, Number(attrsBig)];
   }
 
   /**

@@ -287,3 +287,139 @@ describe("the arch's beforeConvert/afterConvert around both paths", () => {
     vm.checkInvariants();
   });
 });
+
+describe('refusals before the arch hook, and requests with nothing to do', () => {
+  const fakeLog = defineArchPlugin({
+    name: 'fake-log',
+    apiVersion: 1,
+    vmTypes: ['fake-log'],
+    createVm() {
+      const log: string[] = [];
+      const arch: ArchVm = {
+        capabilities: { privateMem: true, privateByDefault: false, maxPrivateLevel: 0, mirrorRoot: false, inPlaceConversion: true },
+        beforeConvert: (r, toPrivate) => void log.push(`before [${r.start},${r.end})→${toPrivate ? 'private' : 'shared'}`),
+        afterConvert: (r, toPrivate) => void log.push(`after [${r.start},${r.end})→${toPrivate ? 'private' : 'shared'}`),
+        vmApi: { log },
+      };
+      return arch;
+    },
+  });
+
+  async function logVm(path: 'attributes' | 'in-place') {
+    const kvm = openKvm({ hostBytes: 1 << 30, archs: [fakeLog], inPlaceConversion: path === 'in-place' });
+    const vm = await kvm.createVm({ type: 'fake-log' });
+    const mem = setupGuestMemory(vm, { size: MiB, path, private: true });
+    const log = (vm.archApi as { log: string[] }).log;
+    log.length = 0;
+    return { kvm, vm, mem, log };
+  }
+
+  it('in place: EAGAIN for a pinned page comes before beforeConvert; nothing changes, error_offset is copied back', async () => {
+    const { kvm, vm, mem, log } = await logVm('in-place');
+    const f = mem.file!;
+    vm.convert({ gpa: 4 * PAGE, size: 4 * PAGE, toPrivate: false, path: 'in-place' });
+    // The host writes page 6 through its mapping and pins it (a DMA buffer).
+    expect(vm.process.write(mem.hva + 6 * PAGE, new Uint8Array([0x66])).ok).toBe(true);
+    const [pfn] = vm.process.gup(mem.hva + 6 * PAGE, 1, { longterm: true });
+    log.length = 0;
+    const before = { stats: vm.stats().conversions, share: f.file.shareabilityRuns(), leaves: vm.mmu.mappedLeaves, mapped: vm.process.pfnAt(mem.hva + 6 * PAGE) };
+    expect(errnoOf(() => vm.convert({ gpa: 4 * PAGE, size: 4 * PAGE, toPrivate: true, path: 'in-place' }))).toBe('EAGAIN');
+    const req = { offset: 4 * PAGE, size: 4 * PAGE, attributes: PRIVATE, error_offset: 0 };
+    expect(errnoOf(() => f.setMemoryAttributes2(req))).toBe('EAGAIN');
+    expect(req.error_offset).toBe(6 * PAGE);
+    expect(log).toEqual([]);
+    // Not even the host's mappings were zapped: the validate-only check counts them out instead.
+    expect({ stats: { ...vm.stats().conversions, refused: before.stats.refused }, share: f.file.shareabilityRuns(), leaves: vm.mmu.mappedLeaves, mapped: vm.process.pfnAt(mem.hva + 6 * PAGE) }).toEqual(before);
+    expect(vm.stats().conversions.refused).toBe(before.stats.refused + 1);
+
+    // Unpinned, the mapping alone does not block: the kernel unmaps it before its refcount check.
+    vm.process.unpin([pfn!], { longterm: true });
+    vm.convert({ gpa: 4 * PAGE, size: 4 * PAGE, toPrivate: true, path: 'in-place' });
+    expect(log).toEqual(['before [4,8)→private', 'after [4,8)→private']);
+    expect(f.file.shareability(6)).toBe('guest');
+    expect(vm.process.pfnAt(mem.hva + 6 * PAGE)).toBeUndefined();
+    expect(read(vm, 6)).toBe(0x66);
+    vm.checkInvariants();
+    kvm.checkInvariants();
+  });
+
+  it('in place: a request with a bad range (EINVAL) runs no hook', async () => {
+    const { mem, log } = await logVm('in-place');
+    const f = mem.file!;
+    expect(errnoOf(() => f.setMemoryAttributes2({ offset: 4 * PAGE, size: 2 * MiB, attributes: 0 }))).toBe('EINVAL');
+    expect(errnoOf(() => f.setMemoryAttributes2({ offset: 4 * PAGE, size: PAGE, attributes: 0, flags: 1 }))).toBe('EINVAL');
+    expect(errnoOf(() => f.convertShared({ offset: MiB, size: PAGE }))).toBe('ENOTTY');
+    expect(log).toEqual([]);
+    expect(f.file.shareability(4)).toBe('guest');
+  });
+
+  it('attributes path with in-place conversion on: PRIVATE is EINVAL before any hook (KVM_CAP_MEMORY_ATTRIBUTES is 0)', async () => {
+    const kvm = openKvm({ hostBytes: 1 << 30, archs: [fakeLog], inPlaceConversion: true });
+    const vm = await kvm.createVm({ type: 'fake-log' });
+    const mem = setupGuestMemory(vm, { size: MiB, path: 'attributes' });
+    const log = (vm.archApi as { log: string[] }).log;
+    // The initial private state is the file's (no INIT_SHARED), not the VM's attributes.
+    expect(mem.file!.file.shareability(0)).toBe('guest');
+    expect(log).toEqual([]);
+    expect(errnoOf(() => vm.convert({ gpa: 0, size: PAGE, toPrivate: true, path: 'attributes' }))).toBe('EINVAL');
+    expect(errnoOf(() => vm.setMemoryAttributes({ address: 0, size: PAGE, attributes: PRIVATE }))).toBe('EINVAL');
+    expect(log).toEqual([]);
+    expect(vm.memslots.getAttributes(0)).toBe(0);
+    expect(vm.stats().conversions).toMatchObject({ conversions: 0, noopConversions: 0, refused: 2 });
+  });
+
+  for (const path of ['attributes', 'in-place'] as const) {
+    it(`${path}: converting a range already in the target state runs no hook, zaps nothing and counts as a no-op`, async () => {
+      const { vm, log } = await logVm(path);
+      write(vm, 4, 0x44);
+      const leaves = vm.mmu.mappedLeaves;
+      const zaps = vm.stats().mmu.zaps;
+      // setupGuestMemory's initial KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) on the attributes path.
+      const c0 = path === 'attributes' ? 1 : 0;
+      const p0 = path === 'attributes' ? MiB / PAGE : 0;
+      const outcome = vm.convert({ gpa: 4 * PAGE, size: 4 * PAGE, toPrivate: true, path });
+      expect(outcome).toBe('noop');
+      expect(log).toEqual([]);
+      expect(vm.mmu.mappedLeaves).toBe(leaves);
+      expect(vm.stats().mmu.zaps).toBe(zaps);
+      expect(vm.stats().conversions).toMatchObject({ conversions: c0, noopConversions: 1, pagesConverted: p0, refused: 0 });
+      expect(read(vm, 4)).toBe(0x44);
+      // A range only partly in the target state is one conversion of the whole request, as the
+      // kernel's "nothing to do" test is per ioctl.
+      expect(vm.convert({ gpa: 4 * PAGE, size: PAGE, toPrivate: false, path })).toBe('converted');
+      log.length = 0;
+      expect(vm.convert({ gpa: 4 * PAGE, size: 2 * PAGE, toPrivate: false, path })).toBe('converted');
+      expect(log).toEqual(['before [4,6)→shared', 'after [4,6)→shared']);
+      expect(vm.stats().conversions).toMatchObject({ conversions: c0 + 2, noopConversions: 1, pagesConverted: p0 + 3 });
+      vm.checkInvariants();
+    });
+  }
+
+  it('the file ioctl: a request with nothing to do returns without the arch hooks', async () => {
+    const { vm, mem, log } = await logVm('in-place');
+    mem.file!.setMemoryAttributes2({ offset: 0, size: MiB, attributes: PRIVATE });
+    expect(log).toEqual([]);
+    expect(mem.file!.file.shareability(0)).toBe('guest');
+    vm.checkInvariants();
+  });
+});
+
+describe('KVM_CAP_MEMORY_ATTRIBUTES with in-place conversion (PROPOSED-CONV-v8 kvm_supported_vm_mem_attributes)', () => {
+  for (const inPlaceConversion of [false, true]) {
+    it(`reports ${inPlaceConversion ? '0' : 'PRIVATE'} on /dev/kvm and the VM, and KVM_SET_MEMORY_ATTRIBUTES accepts exactly that (inPlaceConversion ${inPlaceConversion})`, async () => {
+      const kvm = openKvm({ hostBytes: 1 << 30, inPlaceConversion });
+      const vm = await kvm.createVm({ type: 'sw-protected' });
+      const want = inPlaceConversion ? 0 : PRIVATE;
+      expect(kvm.checkExtension(uapi.KVM_CAP_MEMORY_ATTRIBUTES)).toBe(want);
+      expect(vm.checkExtension(uapi.KVM_CAP_MEMORY_ATTRIBUTES)).toBe(want);
+      // guest_memfd reports it instead.
+      expect(vm.checkExtension(uapi.KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES)).toBe(inPlaceConversion ? PRIVATE : 0);
+      const err = errnoOf(() => vm.setMemoryAttributes({ address: 0, size: PAGE, attributes: PRIVATE }));
+      expect(err).toBe(inPlaceConversion ? 'EINVAL' : undefined);
+      expect(vm.memslots.getAttributes(0)).toBe(want);
+      // Clearing (attributes 0) is still accepted.
+      vm.setMemoryAttributes({ address: 0, size: PAGE, attributes: 0 });
+      expect(vm.memslots.getAttributes(0)).toBe(0);
+    });
+  }
+});

@@ -2,10 +2,18 @@
  * The conversion engine (issue 6): one engine behind both ways a range changes between private and
  * shared — the VM's memory attributes (KVM_SET_MEMORY_ATTRIBUTES, 6.18) and guest_memfd in-place
  * conversion (KVM_SET_MEMORY_ATTRIBUTES2 on the file, PROPOSED-CONV) — in the order the kernel and
- * QEMU take the steps: validate, arch `beforeConvert`, zap + store + mixed-range tracking (inside
- * memslot's / gmem's own ioctl, which invalidate the MMU), arch `afterConvert`, then userspace's
- * optional discard of the side no longer used (QEMU kvm_convert_memory: ram_block_discard_range for
- * the shared copy on to-private, ram_block_discard_guest_memfd_range on to-shared).
+ * QEMU take the steps: validate (every refusal of the ioctl, through memslot's and gmem's
+ * validate-only entries, so a refused conversion runs no arch hook), skip a request that changes
+ * nothing, arch `beforeConvert`, zap + store + mixed-range tracking (inside memslot's / gmem's own
+ * ioctl, which invalidate the MMU), arch `afterConvert`, then userspace's optional discard of the
+ * side no longer used (QEMU kvm_convert_memory: ram_block_discard_range for the shared copy on
+ * to-private, ram_block_discard_guest_memfd_range on to-shared).
+ *
+ * A request that changes nothing is the kernel's "nothing to do": kvm_vm_set_mem_attributes returns
+ * 0 when kvm_range_has_memory_attributes already holds for the whole range (no
+ * kvm_arch_pre_set_memory_attributes, no zap), and PROPOSED-CONV-v8 __kvm_gmem_set_attributes
+ * returns 0 when kvm_gmem_range_has_attributes does (no invalidation). The test is per ioctl: a
+ * partly converted range is converted (hooks and zaps) as a whole.
  *
  * The ioctls themselves never discard: discard is a userspace policy, which is what seed 000
  * measured (per-conversion punch-hole made an SNP boot of a 1 GiB guest 1m43s instead of 1m08s).
@@ -18,6 +26,9 @@ import type { Memslot, Memslots } from '@cocokit/memslot';
 
 /** Where shareability lives: the VM's attributes, or the guest_memfd (in place). */
 export type ConversionPath = 'attributes' | 'in-place';
+
+/** What {@link ConversionEngine.convert} did: changed shareability, or found it already so. */
+export type ConversionOutcome = 'converted' | 'noop';
 
 /**
  * What userspace discards after a conversion (attributes path only; in place there is no second copy):
@@ -43,7 +54,14 @@ export interface ConversionRequest {
 
 /** Counters of the engine. */
 export interface ConversionStats {
+  /** Requests that changed shareability (each one ioctl's worth of hooks and zaps). */
   conversions: number;
+  /**
+   * Requests for a range already entirely in the target state (per ioctl: the whole request, or on
+   * the in-place path every file's share of it): the kernel returns 0 at once, so no arch hook, no
+   * zap and no page converted. Not counted in `conversions`.
+   */
+  noopConversions: number;
   toPrivate: number;
   toShared: number;
   pagesConverted: number;
@@ -91,6 +109,7 @@ export interface ConversionEngineOptions {
 export class ConversionEngine {
   readonly stats: ConversionStats = {
     conversions: 0,
+    noopConversions: 0,
     toPrivate: 0,
     toShared: 0,
     pagesConverted: 0,
@@ -116,12 +135,16 @@ export class ConversionEngine {
   }
 
   /**
-   * Converts `[gpa, gpa + size)`. Refusals (EINVAL for a bad range, a range not covered by
-   * guest_memfd slots on the in-place path; the arch's refusal from `beforeConvert`; EAGAIN from
-   * guest_memfd for a page the host still references) change nothing; the in-place path over
+   * Converts `[gpa, gpa + size)`. Every refusal comes before the arch's `beforeConvert` and changes
+   * nothing: EINVAL for a bad range, for PRIVATE where the VM's attributes do not support it (with
+   * in-place conversion on: kvm_supported_vm_mem_attributes is 0), for a range not covered by
+   * guest_memfd slots on the in-place path; EAGAIN from guest_memfd for a page the host still
+   * references (its validate-only `checkConvert`); then the arch's own refusal from `beforeConvert`.
+   * A range already in the target state is a no-op (`'noop'`: no hook, no zap; userspace's discard
+   * policy still runs, as QEMU discards after the ioctl whatever it did). The in-place path over
    * several slots converts slot by slot, as userspace issuing one ioctl per file would.
    */
-  convert(req: ConversionRequest): void {
+  convert(req: ConversionRequest): ConversionOutcome {
     const op = req.path === 'attributes' ? 'KVM_SET_MEMORY_ATTRIBUTES' : 'KVM_SET_MEMORY_ATTRIBUTES2';
     const { gpa, size, toPrivate } = req;
     if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(size) || gpa < 0 || size <= 0 || gpa % PAGE !== 0 || size % PAGE !== 0) {
@@ -131,56 +154,87 @@ export class ConversionEngine {
     const start = gpa / PAGE;
     const end = start + size / PAGE;
     const pieces = this.pieces(start, end);
-    if (req.path === 'in-place') {
-      if (!this.vm.inPlace()) {
-        this.stats.refused++;
-        throw new KvmError('ENOTTY', op, 'in-place conversion (gmem_in_place_conversion) is off');
-      }
-      let covered = start;
-      for (const p of pieces) {
-        if (p.start !== covered || this.vm.fileOf(p.slot) === undefined) break;
-        covered = p.end;
-      }
-      if (covered !== end) {
-        this.stats.refused++;
-        throw new KvmError('EINVAL', op, `gfn 0x${covered.toString(16)} of the range is not in a guest_memfd memslot`);
-      }
-    }
-    const range = { start: start as never, end: end as never };
-    const arch = this.vm.arch;
-    try {
-      arch?.beforeConvert?.(range, toPrivate);
-    } catch (e) {
-      this.stats.refused++;
-      throw e;
-    }
+    const attributes = toPrivate ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+    // The pieces whose ioctl changes something (the in-place path: one ioctl per file).
+    let active: Piece[] = pieces;
     try {
       if (req.path === 'attributes') {
-        this.vm.memslots.setMemoryAttributes({ address: gpa, size, attributes: toPrivate ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0 });
+        // kvm_vm_ioctl_set_mem_attributes' validation, then kvm_vm_set_mem_attributes' "nothing to do".
+        if (!this.vm.memslots.checkMemoryAttributes({ address: gpa, size, attributes })) active = [];
       } else {
+        if (!this.vm.inPlace()) throw new KvmError('ENOTTY', op, 'in-place conversion (gmem_in_place_conversion) is off');
+        let covered = start;
         for (const p of pieces) {
-          const b = this.vm.fileOf(p.slot)!;
-          const offset = (b.pgoff + (p.start - p.slot.baseGfn)) * PAGE;
-          b.file.setMemoryAttributes2({ offset, size: (p.end - p.start) * PAGE, attributes: toPrivate ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0 });
+          if (p.start !== covered || this.vm.fileOf(p.slot) === undefined) break;
+          covered = p.end;
         }
+        if (covered !== end) throw new KvmError('EINVAL', op, `gfn 0x${covered.toString(16)} of the range is not in a guest_memfd memslot`);
+        active = pieces.filter((p) => {
+          const b = this.vm.fileOf(p.slot)!;
+          const first = b.pgoff + (p.start - p.slot.baseGfn);
+          return b.file.checkConvert(first, first + (p.end - p.start), toPrivate);
+        });
       }
     } catch (e) {
       this.stats.refused++;
       throw e;
     }
-    arch?.afterConvert?.(range, toPrivate);
-    this.stats.conversions++;
-    if (toPrivate) this.stats.toPrivate++;
-    else this.stats.toShared++;
-    this.stats.pagesConverted += end - start;
-    const sim = this.vm.sim;
-    if (sim.trace.enabled) sim.trace.emit('vm.convert', { gfn: start, npages: end - start, private: toPrivate, path: req.path });
+    this.apply(req, pieces, active, toPrivate, attributes);
     if (req.path === 'attributes') {
       // The copy the range uses now must not be discarded by a request queued before the flip,
       // whatever this conversion's own policy.
       for (const p of pieces) this.cancelQueued(p, toPrivate);
       this.discard(pieces, toPrivate, req.discard ?? 'none');
     }
+    return active.length === 0 ? 'noop' : 'converted';
+  }
+
+  /**
+   * The arch hooks and the ioctl(s) of a validated conversion; `active` are the pieces it changes.
+   * The ioctls are issued either way (userspace does not know; the kernel returns 0 for a range
+   * already in the state and pays only the ioctl's entry), the hooks only around a change.
+   */
+  private apply(req: ConversionRequest, pieces: readonly Piece[], active: readonly Piece[], toPrivate: boolean, attributes: number): void {
+    const arch = this.vm.arch;
+    // One hook call per changing ioctl: the whole range on the attributes path (kvm_handle_gfn_range
+    // over [start, end)), each changing file's share in place.
+    const ranges =
+      active.length === 0
+        ? []
+        : req.path === 'attributes'
+          ? [{ start: (req.gpa / PAGE) as never, end: ((req.gpa + req.size) / PAGE) as never }]
+          : active.map((p) => ({ start: p.start as never, end: p.end as never }));
+    try {
+      for (const r of ranges) arch?.beforeConvert?.(r, toPrivate);
+      if (req.path === 'attributes') {
+        this.vm.memslots.setMemoryAttributes({ address: req.gpa, size: req.size, attributes });
+      } else {
+        for (const p of pieces) {
+          const b = this.vm.fileOf(p.slot)!;
+          const offset = (b.pgoff + (p.start - p.slot.baseGfn)) * PAGE;
+          b.file.setMemoryAttributes2({ offset, size: (p.end - p.start) * PAGE, attributes });
+        }
+      }
+    } catch (e) {
+      this.stats.refused++;
+      throw e;
+    }
+    if (active.length === 0) {
+      this.stats.noopConversions++;
+      return;
+    }
+    for (const r of ranges) arch?.afterConvert?.(r, toPrivate);
+    let pages = req.size / PAGE;
+    if (req.path === 'in-place') {
+      pages = 0;
+      for (const p of active) pages += p.end - p.start;
+    }
+    this.stats.conversions++;
+    if (toPrivate) this.stats.toPrivate++;
+    else this.stats.toShared++;
+    this.stats.pagesConverted += pages;
+    const sim = this.vm.sim;
+    if (sim.trace.enabled) sim.trace.emit('vm.convert', { gfn: req.gpa / PAGE, npages: pages, private: toPrivate, path: req.path });
   }
 
   /** Issues every queued lazy discard now; returns the pages discarded. */

@@ -31,7 +31,7 @@ export type {
   WrmsrAction,
 } from './guest-program.js';
 export { ConversionEngine } from './conversion.js';
-export type { ConversionPath, ConversionRequest, ConversionStats, DiscardPolicy } from './conversion.js';
+export type { ConversionOutcome, ConversionPath, ConversionRequest, ConversionStats, DiscardPolicy } from './conversion.js';
 export { Vmm, runVmm } from './vmm.js';
 export type { ExitDisposition, VcpuOutcome, VmmOptions, VmmRunResult } from './vmm.js';
 export { setupGuestMemory } from './memory.js';

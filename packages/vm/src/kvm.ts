@@ -132,8 +132,10 @@ export class Kvm {
         // On /dev/kvm the answer is the default VM's (kvm_vm_ioctl_check_extension_generic with kvm = NULL).
         return uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED;
       case uapi.KVM_CAP_MEMORY_ATTRIBUTES:
-        // kvm_supported_mem_attributes(NULL): PRIVATE when the host supports any private-memory VM type.
-        return uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE;
+        // kvm_supported_vm_mem_attributes(NULL): PRIVATE when the host supports any private-memory
+        // VM type, but 0 with gmem_in_place_conversion on (PROPOSED-CONV-v8: guest_memfd owns
+        // shareability; KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES reports PRIVATE instead).
+        return this.options.inPlaceConversion === true ? 0 : uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE;
       case uapi.KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
         return this.options.inPlaceConversion === true ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
       case uapi.KVM_CAP_EXIT_HYPERCALL:

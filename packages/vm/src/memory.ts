@@ -3,7 +3,10 @@
  * memslot over a guest_memfd for private memory, with shared memory either in anonymous memory of
  * the VMM process (the 6.18 layout: two copies possible, the double allocation of seed 000) or in
  * the guest_memfd itself, mmapped (in-place conversion: one copy). Memory starts private on VMs
- * with private memory, as QEMU sets the PRIVATE attribute on every guest_memfd-backed range.
+ * with private memory, as QEMU sets the PRIVATE attribute on every guest_memfd-backed range; with
+ * in-place conversion on (PROPOSED-CONV-v8 `gmem_in_place_conversion`) the VM's attributes accept no
+ * PRIVATE (KVM_CAP_MEMORY_ATTRIBUTES reports 0) and a guest_memfd starts private unless created
+ * with INIT_SHARED, so the initial state is the file's, on either layout.
  */
 import { KvmError, uapi } from '@cocokit/sdk';
 import { MAP, PROT } from '@cocokit/host';
@@ -53,11 +56,15 @@ export function setupGuestMemory(vm: Vm, options: GuestMemoryOptions): GuestMemo
     vm.setUserMemoryRegion2({ slot, flags: slotFlags, guest_phys_addr: gpa, memory_size: size, userspace_addr: hva });
     return { gpa, size, slot, file: undefined, hva };
   }
+  // Where shareability lives: the VM's attributes (6.18), or the file when the VM's attributes do
+  // not offer PRIVATE (kvm_supported_vm_mem_attributes is 0 with in-place conversion on).
+  const vmAttributes = (vm.checkExtension(uapi.KVM_CAP_MEMORY_ATTRIBUTES) & uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
   if (path === 'attributes') {
-    const file = vm.createGuestMemfd({ size, flags: options.fileFlags ?? 0 });
+    const initial = !vmAttributes && privateMem && !startPrivate ? uapi.GUEST_MEMFD_FLAG_INIT_SHARED : 0;
+    const file = vm.createGuestMemfd({ size, flags: (options.fileFlags ?? 0) | initial });
     const hva = vm.process.mmap({ length: size, prot: PROT.READ | PROT.WRITE, flags: MAP.PRIVATE | MAP.ANONYMOUS });
     vm.setUserMemoryRegion2({ slot, flags: slotFlags | uapi.KVM_MEM_GUEST_MEMFD, guest_phys_addr: gpa, memory_size: size, userspace_addr: hva, guest_memfd: file.fd, guest_memfd_offset: 0 });
-    if (startPrivate) vm.setMemoryAttributes({ address: gpa, size, attributes: uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE });
+    if (startPrivate && vmAttributes) vm.setMemoryAttributes({ address: gpa, size, attributes: uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE });
     return { gpa, size, slot, file, hva };
   }
   // In place: shareability lives in the file; shared pages are the file's own, mmapped.

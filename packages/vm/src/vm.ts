@@ -31,7 +31,7 @@ import { createGmemVm, type GmemProposals, type GmemVm, type GuestMemfd, type Hu
 import type { Host, HostProcess } from '@cocokit/host';
 import { Memslots, type Memslot, type MemslotChange } from '@cocokit/memslot';
 import { SPTE, createMmu, type BeforeMapResult, type FaultView, type HugepageRecovery, type Mmu } from '@cocokit/mmu';
-import { ConversionEngine, type ConversionRequest, type DiscardPolicy } from './conversion.js';
+import { ConversionEngine, type ConversionOutcome, type ConversionRequest, type DiscardPolicy } from './conversion.js';
 import type { VcpuExit } from './exits.js';
 import type { ExtensionInstance, VmExtension, VmExtensionApis } from './extensions.js';
 import { createGuestContext, type GuestKernelDriver, type GuestProgram } from './guest-program.js';
@@ -116,14 +116,14 @@ export class VmGuestMemfd {
   setMemoryAttributes2(req: KvmMemoryAttributes2): void {
     // The module parameter first: a refused ioctl must not have run the arch's beforeConvert.
     if (!this.vm.gmem.proposals.memoryAttributes2) throw new KvmError('ENOTTY', 'KVM_SET_MEMORY_ATTRIBUTES2', 'in-place conversion (gmem_in_place_conversion) is off');
-    this.vm.convertFile(this.file, req.offset, req.size, () => this.file.setMemoryAttributes2(req), req.attributes);
+    this.vm.convertFile(this.file, req.offset, req.size, req, () => this.file.checkMemoryAttributes2(req), () => this.file.setMemoryAttributes2(req), req.attributes);
   }
 
   /** PROPOSED-CONV-v2 KVM_GMEM_CONVERT_SHARED: the first generation's name for the same conversion. */
   convertShared(req: { offset: number; size: number; error_offset?: number }): number {
     if (!this.vm.gmem.proposals.gmemConvert) throw new KvmError('ENOTTY', 'KVM_GMEM_CONVERT_SHARED', 'the KVM_GMEM_CONVERT_* ioctls (conversion RFC v2) are not enabled');
     let r = 0;
-    this.vm.convertFile(this.file, req.offset, req.size, () => (r = this.file.convertShared(req)), 0);
+    this.vm.convertFile(this.file, req.offset, req.size, req, () => this.gen1Check(req, false), () => (r = this.file.convertShared(req)), 0);
     return r;
   }
 
@@ -131,8 +131,23 @@ export class VmGuestMemfd {
   convertPrivate(req: { offset: number; size: number; error_offset?: number }): number {
     if (!this.vm.gmem.proposals.gmemConvert) throw new KvmError('ENOTTY', 'KVM_GMEM_CONVERT_PRIVATE', 'the KVM_GMEM_CONVERT_* ioctls (conversion RFC v2) are not enabled');
     let r = 0;
-    this.vm.convertFile(this.file, req.offset, req.size, () => (r = this.file.convertPrivate(req)), uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE);
+    this.vm.convertFile(this.file, req.offset, req.size, req, () => this.gen1Check(req, true), () => (r = this.file.convertPrivate(req)), uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE);
     return r;
+  }
+
+  /**
+   * The first generation's refusals that can come after the arch hook, checked before it: a
+   * well-formed request (checked by the ioctl itself either way) goes to gmem's validate-only
+   * {@link GuestMemfd.checkConvert}. `true` when the request changes something or is left to the ioctl.
+   */
+  private gen1Check(req: { offset: number; size: number; error_offset?: number }, toPrivate: boolean): boolean {
+    const { offset, size } = req;
+    const wellFormed = (req.error_offset ?? 0) === 0 && Number.isSafeInteger(offset) && Number.isSafeInteger(size) && offset >= 0 && size > 0 && offset % PAGE_SIZE === 0 && size % PAGE_SIZE === 0;
+    if (!wellFormed) return true;
+    const start = offset / PAGE_SIZE;
+    const end = start + size / PAGE_SIZE;
+    if (end > this.file.nrPages) return true;
+    return this.file.checkConvert(start, end, toPrivate);
   }
 
   /** close(2). The file lives on while a memslot or a mapping holds it. */
@@ -262,7 +277,9 @@ export class Vm<T extends string = string> {
         // KVM_MEM_READONLY: x86 has it; TDX/SNP refuse read-only slots only with guest_memfd.
         readonlyMem: true,
         nrAddressSpaces: privateMem ? 1 : 2,
-        supportedAttributes: privateMem ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+        // kvm_supported_vm_mem_attributes (PROPOSED-CONV-v8): 0 with gmem_in_place_conversion on,
+        // where shareability lives in guest_memfd and kvm_mem_is_private reads it from there.
+        supportedAttributes: privateMem && !this.gmem.proposals.memoryAttributes2 ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
         binder: this.gmem.binder,
         vmToken: this.gmem.vmToken,
         sim: init.sim,
@@ -358,7 +375,8 @@ export class Vm<T extends string = string> {
     }
     switch (cap) {
       case uapi.KVM_CAP_MEMORY_ATTRIBUTES:
-        return this.capabilities.privateMem ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+        // kvm_supported_vm_mem_attributes: what KVM_SET_MEMORY_ATTRIBUTES accepts on this VM.
+        return this.memslots.config.supportedAttributes;
       case uapi.KVM_CAP_GUEST_MEMFD:
       case uapi.KVM_CAP_GUEST_MEMFD_FLAGS:
       case uapi.KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES:
@@ -443,9 +461,9 @@ export class Vm<T extends string = string> {
    * Converts `[gpa, gpa + size)` the way a VMM does on a MEMORY_FAULT exit or a
    * KVM_HC_MAP_GPA_RANGE hypercall: by attributes or in place, then the discard policy.
    */
-  convert(req: ConversionRequest): void {
+  convert(req: ConversionRequest): ConversionOutcome {
     this.checkAlive('convert');
-    this.conversions.convert(req);
+    return this.conversions.convert(req);
   }
 
   /**
@@ -645,9 +663,36 @@ export class Vm<T extends string = string> {
   // ------------------------------------------------------------------------------------------
   // Internals
 
-  /** @internal The in-place conversion of a file range, with the arch hooks over its bound gfns. */
-  convertFile(file: GuestMemfd, offset: number | bigint, size: number | bigint, apply: () => unknown, attributes: number | bigint): void {
+  /**
+   * @internal The in-place conversion of a file range, with the arch hooks over its bound gfns.
+   * Kernel order (PROPOSED-CONV-v8 kvm_gmem_set_attributes): every refusal — the request's EINVAL,
+   * EAGAIN for a folio the host still references — comes before anything guest-visible, so `check`
+   * (gmem's validate-only twin of `apply`) runs before the arch's `beforeConvert`; a request that
+   * changes nothing (the range already has the value: "return 0, no invalidation") runs no hook.
+   */
+  convertFile(
+    file: GuestMemfd,
+    offset: number | bigint,
+    size: number | bigint,
+    req: { error_offset?: number | bigint },
+    check: () => boolean,
+    apply: () => unknown,
+    attributes: number | bigint,
+  ): void {
     this.checkAlive('KVM_SET_MEMORY_ATTRIBUTES2');
+    let changes: boolean;
+    try {
+      changes = check();
+    } catch (e) {
+      // The ioctl copies error_offset back on a refusal (kvm_gmem_set_attributes' copy_to_user).
+      const off = isKvmError(e) ? e.data?.['error_offset'] : undefined;
+      if (off !== undefined) req.error_offset = off as number;
+      throw e;
+    }
+    if (!changes) {
+      apply();
+      return;
+    }
     const toPrivate = (Number(attributes) & uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
     const ranges: Array<{ start: never; end: never }> = [];
     const first = Number(offset) / PAGE_SIZE;

@@ -51,6 +51,11 @@ export interface VmmRunResult {
   /** Conversions the helper made, and pages they covered. */
   readonly conversions: number;
   readonly convertedPages: number;
+  /**
+   * Conversion requests for a range already in the target state: the ioctl returned 0 with nothing
+   * to do (no arch hook, no zap). Not counted in `conversions`.
+   */
+  readonly noopConversions: number;
   readonly ok: boolean;
 }
 
@@ -63,6 +68,7 @@ export class Vmm {
   private readonly handled = new Map<string, number>();
   private conversions = 0;
   private convertedPages = 0;
+  private noopConversions = 0;
 
   constructor(vm: Vm, options: VmmOptions = {}) {
     this.vm = vm;
@@ -124,14 +130,19 @@ export class Vmm {
   private convert(vcpu: Vcpu, gpa: number, size: number, toPrivate: boolean): { readonly go: boolean; readonly error?: string } {
     const sim = this.vm.sim;
     if (sim.trace.enabled) sim.trace.emit('vmm.handle', { vcpu: vcpu.id, reason: 'convert', gpa, npages: size / 4096, private: toPrivate });
+    let outcome;
     try {
-      this.vm.convert({ gpa, size, toPrivate, path: this.path, discard: this.discard });
+      outcome = this.vm.convert({ gpa, size, toPrivate, path: this.path, discard: this.discard });
     } catch (e) {
       if (isKvmError(e)) return { go: false, error: `converting [0x${gpa.toString(16)}, +0x${size.toString(16)}) failed: ${e.errno} ${e.reason}` };
       throw e;
     }
-    this.conversions++;
-    this.convertedPages += size / 4096;
+    if (outcome === 'noop') {
+      this.noopConversions++;
+    } else {
+      this.conversions++;
+      this.convertedPages += size / 4096;
+    }
     return { go: true };
   }
 
@@ -175,6 +186,7 @@ export class Vmm {
       exits: Object.fromEntries(this.handled),
       conversions: this.conversions,
       convertedPages: this.convertedPages,
+      noopConversions: this.noopConversions,
       ok: outcomes.every((o) => o.state === 'shutdown'),
     };
   }

@@ -92,9 +92,11 @@ export interface BootRun {
   readonly bootNs: number;
   /** Of which the setup before the vCPU runs (memslot, guest_memfd, initial attributes, launch), ns. */
   readonly setupNs: number;
-  /** Conversions the VMM made (KVM_HC_MAP_GPA_RANGE exits handled), and the pages they covered. */
+  /** Conversions the VMM made (KVM_HC_MAP_GPA_RANGE exits that changed shareability), and the pages they covered. */
   readonly conversions: number;
   readonly convertedPages: number;
+  /** KVM_HC_MAP_GPA_RANGE exits for memory already in the requested state: the ioctl had nothing to do. */
+  readonly noopConversions: number;
   readonly exits: Readonly<Record<string, number>>;
   readonly zaps: number;
   readonly tlbFlushes: number;
@@ -248,6 +250,7 @@ async function bootOnce(p: BootParams, c: BootConfiguration, io: ExperimentIo): 
     setupNs,
     conversions: r.conversions,
     convertedPages: r.convertedPages,
+    noopConversions: r.noopConversions,
     exits: r.exits,
     zaps: s.mmu.zaps,
     tlbFlushes: s.mmu.tlbFlushes,
@@ -282,6 +285,7 @@ function notApplicable(c: BootConfiguration, reason: string): BootRun {
     setupNs: 0,
     conversions: 0,
     convertedPages: 0,
+    noopConversions: 0,
     exits: {},
     zaps: 0,
     tlbFlushes: 0,
@@ -335,6 +339,7 @@ function resultTable(p: BootParams, runs: readonly BootRun[]): ResultTable {
       { key: 'boot', header: 'virtual boot time', unit: 'ms' },
       { key: 'setup', header: 'of which setup', unit: 'ms' },
       { key: 'conversions', header: 'conversions' },
+      { key: 'noops', header: 'no-op conversions' },
       { key: 'zaps', header: 'zaps' },
       { key: 'punchHoles', header: 'punch holes' },
       { key: 'sharedDiscards', header: 'shared discards' },
@@ -349,13 +354,14 @@ function resultTable(p: BootParams, runs: readonly BootRun[]): ResultTable {
             boot: ms(r.bootNs),
             setup: ms(r.setupNs),
             conversions: r.conversions,
+            noops: r.noopConversions,
             zaps: r.zaps,
             punchHoles: r.punchHoles,
             sharedDiscards: r.sharedDiscards,
             peak: Math.round((r.peakHostUsedFrames * PAGE * 100) / MiB) / 100,
             double: (r.doubleAllocatedPages * PAGE) / 1024,
           }
-        : { configuration: r.label, path: na, boot: na, setup: na, conversions: na, zaps: na, punchHoles: na, sharedDiscards: na, peak: na, double: na },
+        : { configuration: r.label, path: na, boot: na, setup: na, conversions: na, noops: na, zaps: na, punchHoles: na, sharedDiscards: na, peak: na, double: na },
     ),
   };
 }
@@ -408,7 +414,12 @@ function notesFor(p: BootParams, runs: readonly BootRun[]): string[] {
   const flipped = runs.find((r) => r.applicable && r.id !== 'no-conversion');
   if (flipped !== undefined && flipped.conversions > 2 * p.transfers) {
     notes.push(
-      `The conversions column counts every page-state change the VMM handled: ${2 * p.transfers} for the DMA flips and ${flipped.conversions - 2 * p.transfers} more because on ${p.type} accepting memory is itself a change to private (a page-state change before validation).`,
+      `The conversions column counts every page-state change the VMM handled that changed shareability: ${2 * p.transfers} for the DMA flips and ${flipped.conversions - 2 * p.transfers} more.`,
+    );
+  }
+  if (flipped !== undefined && flipped.noopConversions > 0) {
+    notes.push(
+      `The no-op conversions column counts the page-state changes the VMM handled for memory already in the requested state (on ${p.type} accepting memory asks for a change to private before validation, and the memory is private already): the kernel's ioctl returns 0 with nothing to do (kvm_vm_set_mem_attributes, and guest_memfd's in-place conversion, when the range already has the attributes), so no arch hook and no zap.`,
     );
   }
   const both = by.get('both');
