@@ -24,13 +24,15 @@ function newVm() {
     exit: (e) => {
       throw new Error(`unexpected exit ${e.reason}`);
     },
-    // Outside any vCPU, nothing enabled, nothing mapped: what the core lends a VM with no guest running.
+    // Outside any vCPU, nothing enabled: what the core lends a VM with no guest running.
     vcpu: undefined,
     enabledCap: () => undefined,
     markBugged: (reason) => {
       throw new Error(`unexpected KVM_BUG_ON: ${reason}`);
     },
-    translate: () => undefined,
+    // The nested tables map gfn g of the first 1 GiB to base + g, as the core's fault path would
+    // after gmemPrepare: PVALIDATE walks them (ctx.translate) before it checks the RMP.
+    translate: (g, root) => (root === 'private' && g < 2 ** 18 ? { pfn: pfn(base + g), level: 0 } : undefined),
   };
   // Guest memory the host really allocated (its model refuses writes to free pages): 1 GiB.
   const base: number = host.allocPages(18, 'guest_memfd');

@@ -3,6 +3,7 @@ import { errnoOf } from '@cocokit/sdk/testing';
 import { describe, expect, it } from 'vitest';
 import snp from './plugin.js';
 import { snpVm } from '../test/snp-vm.js';
+import { withNestedTables } from './test-helpers.js';
 
 const P = 2 ** 18;
 const G = 2 ** 16;
@@ -45,7 +46,7 @@ describe('host access (RMP #PF)', () => {
 
 describe('guestAccess: the RMP checks of a guest access the nested tables map', () => {
   it('a private access to an unvalidated page raises #VC 0x404, seen by the guest as a value', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const ring = t.trace();
     t.prepare(P, G);
     const gpa = G * 4096 + 0x10;
@@ -57,7 +58,7 @@ describe('guestAccess: the RMP checks of a guest access the nested tables map', 
   });
 
   it('a 4K nested mapping over a 2M RMP entry: KVM PSMASHes and zaps [gfn, gfn + 512), and the retry completes', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const ring = t.trace();
     t.prepare(P, G, 9);
     t.guest.pvalidate(G * 4096, '2M', true);

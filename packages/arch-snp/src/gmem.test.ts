@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { errnoOf } from '@cocokit/sdk/testing';
 import { snpVm } from '../test/snp-vm.js';
+import { withNestedTables } from './test-helpers.js';
 
 const P = 2 ** 18; // 1 GiB-aligned host frame
 const G = 2 ** 16;
@@ -52,7 +53,7 @@ describe('gmemPrepare (sev_gmem_prepare)', () => {
 
 describe('gmemInvalidate (sev_gmem_invalidate)', () => {
   it('returns a whole 2M entry with one 2M RMPUPDATE, clearing Validated', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const ring = t.trace();
     t.prepare(P, G, 9);
     expect(t.guest.pvalidate(G * 4096, '2M', true)).toEqual({ kind: 'done', rc: 0 });
@@ -68,7 +69,7 @@ describe('gmemInvalidate (sev_gmem_invalidate)', () => {
   });
 
   it('PSMASHes a 2M entry the range only partly covers, and returns just those pages', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const ring = t.trace();
     t.prepare(P, G, 9);
     t.guest.pvalidate(G * 4096, '2M', true);

@@ -6,6 +6,7 @@ import { snpGuestKernel } from './guest-kernel.js';
 import type { PscBuffer } from './psc.js';
 import { drive } from '../test/drive.js';
 import { snpVm, type SnpTestVm } from '../test/snp-vm.js';
+import { withNestedTables } from './test-helpers.js';
 
 const BASE = 2 ** 18; // host pfn of gfn 0 in the test's guest_memfd
 const G = 2 ** 16;
@@ -21,7 +22,7 @@ const rmp = (t: SnpTestVm, gfn: number) => t.api.rmpEntry(BASE + gfn);
 
 describe('guestKernel.accept (snp_accept_memory: PSC private, then PVALIDATE)', () => {
   it('accepts 2 MiB with one 2M PSC entry and one 2M PVALIDATE, after the fault that maps it', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const log = drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21), { folioOrder: 9 });
     expect(log.outcome).toEqual({ ok: true });
     expect(kinds(log.steps)).toEqual(['psc', 'pvalidate', 'npf', 'pvalidate']);
@@ -35,7 +36,7 @@ describe('guestKernel.accept (snp_accept_memory: PSC private, then PVALIDATE)', 
   });
 
   it('falls back to 4K PVALIDATE when the RMP entries under a 2M entry are 4K (FAIL_SIZEMISMATCH)', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const log = drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21), { folioOrder: 0 });
     expect(log.outcome).toEqual({ ok: true });
     const k = kinds(log.steps);
@@ -48,7 +49,7 @@ describe('guestKernel.accept (snp_accept_memory: PSC private, then PVALIDATE)', 
   });
 
   it('is the lazy-acceptance loop of a guest: an unaccepted page raises #VC 0x404, isUnaccepted says so, accept, retry', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     // The first touch faults the page in (the core's fault path), then the RMP check raises #VC.
     t.prepare(BASE + G, G, 9);
     const access = t.access({ gpa: gpa(G + 3) + 8, access: 'write', private: true, pfn: BASE + G + 3, level: 1 });
@@ -71,7 +72,7 @@ describe('guestKernel.accept (snp_accept_memory: PSC private, then PVALIDATE)', 
 
 describe('guestKernel.convert (set_memory_decrypted / set_memory_encrypted → __set_pages_state)', () => {
   it('to shared: PVALIDATE rescind of every entry before the PSC; userspace punches the pages out of the RMP', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21), { folioOrder: 9 });
     const log = drive(t, snpGuestKernel.convert(gpa(G), 2 ** 21, false), { folioOrder: 9 });
     expect(log.outcome).toEqual({ ok: true });
@@ -83,7 +84,7 @@ describe('guestKernel.convert (set_memory_decrypted / set_memory_encrypted → _
   });
 
   it('to private: the PSC first, then PVALIDATE validate (round trip)', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21), { folioOrder: 9 });
     drive(t, snpGuestKernel.convert(gpa(G), 2 ** 21, false), { folioOrder: 9 });
     const log = drive(t, snpGuestKernel.convert(gpa(G), 2 ** 21, true), { folioOrder: 9 });
@@ -93,7 +94,7 @@ describe('guestKernel.convert (set_memory_decrypted / set_memory_encrypted → _
   });
 
   it('uses 2M entries only where the range is 2M-aligned and at least 2M long; KVM merges same-size neighbours into one exit', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const log = drive(t, snpGuestKernel.accept(gpa(G + 510), (2 + 512 + 4) * 4096), { folioOrder: 0 });
     expect(log.outcome).toEqual({ ok: true });
     const desc = (log.steps[0] as ArchGuestCall).args[0] as PscBuffer;
@@ -117,7 +118,7 @@ describe('guestKernel.convert (set_memory_decrypted / set_memory_encrypted → _
   });
 
   it('splits a range into descriptors of at most 253 entries (VMGEXIT_PSC_MAX_COUNT)', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const log = drive(t, snpGuestKernel.accept(gpa(G + 1), 300 * 4096), { folioOrder: 0 });
     expect(log.outcome).toEqual({ ok: true });
     const descs = log.steps.filter((s): s is ArchGuestCall => s.kind === 'arch' && s.op === 'psc').map((s) => s.args[0] as PscBuffer);
@@ -129,7 +130,7 @@ describe('guestKernel.convert (set_memory_decrypted / set_memory_encrypted → _
   });
 
   it('to shared through a 4K entry under a 2M RMP entry: the SIZEM #NPF is yielded with KVM\'s zap, then PVALIDATE is issued again', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21), { folioOrder: 9 });
     const log = drive(t, snpGuestKernel.convert(gpa(G + 8), 4 * 4096, false), { folioOrder: 9 });
     expect(log.outcome).toEqual({ ok: true });
@@ -143,7 +144,7 @@ describe('guestKernel.convert (set_memory_decrypted / set_memory_encrypted → _
   });
 
   it('runs on the vCPU it is driven on: the PSC in flight is that vCPU\'s', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const log = drive(t, snpGuestKernel.accept(gpa(G), 4096), { vcpu: 7 });
     expect(log.outcome).toEqual({ ok: true });
     expect(log.exits).toHaveLength(1);
@@ -153,21 +154,21 @@ describe('guestKernel.convert (set_memory_decrypted / set_memory_encrypted → _
 
 describe('guestKernel failures (where Linux calls sev_es_terminate)', () => {
   it('a PSC that userspace failed ends the operation (GHCB_TERM_PSC), before any PVALIDATE', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const log = drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21), { answer: () => 1 });
     expect(log.outcome).toEqual({ ok: false, reason: `SNP: PSC failed exit_info_2=0x${VMGEXIT_PSC_ERROR.GENERIC.toString(16)} (GHCB_TERM_PSC)` });
     expect(kinds(log.steps)).toEqual(['psc']);
   });
 
   it('a PSC with KVM_HC_MAP_GPA_RANGE exits off fails at once, with no exit', () => {
-    const t = snpVm({ enabledCaps: {} });
+    const t = withNestedTables(snpVm({ enabledCaps: {} }));
     const log = drive(t, snpGuestKernel.convert(gpa(G), 4096, true));
     expect(log.outcome).toMatchObject({ ok: false, reason: expect.stringMatching(/PSC failed/) as unknown });
     expect(log.exits).toEqual([]);
   });
 
   it('PVALIDATE returning anything but 0 terminates, FAIL_NOUPDATE included (a page validated twice)', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21), { folioOrder: 9 });
     const log = drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21), { folioOrder: 9 });
     expect(log.outcome).toEqual({
@@ -196,7 +197,7 @@ describe('guestKernel failures (where Linux calls sev_es_terminate)', () => {
   });
 
   it('names only ops of the plugin\'s own guest API', () => {
-    const t = snpVm();
+    const t = withNestedTables(snpVm());
     const log = drive(t, snpGuestKernel.accept(gpa(G), 2 ** 21 + 4096), { folioOrder: 0 });
     const ops = new Set(log.steps.flatMap((s) => (s.kind === 'arch' ? [s.op] : [])));
     for (const op of ops) expect(Object.keys(t.guest)).toContain(op);

@@ -196,7 +196,7 @@ export function launchFinish(s: SnpState, params: SnpLaunchFinishParams = {}): U
   const gfn = VMSA_GPA / 4096;
   for (const v of s.launch.vmsas) {
     s.ctx.host.writeBytes(toPfn(v.pfn), 0, v.bytes);
-    const rc = rmpMakePrivate(s, v.pfn, gfn, '4K', true, op, false);
+    const rc = rmpMakePrivate(s, v.pfn, gfn, '4K', true, op);
     if (rc !== RMPUPDATE.SUCCESS) throw new KvmError('EIO', op, `RMPUPDATE of VMSA pfn 0x${v.pfn.toString(16)} failed with ${rc}`);
     s.sim.charge('snp.launch_update_page');
     s.launch.digest.update('vmsa', VMSA_GPA, v.bytes);

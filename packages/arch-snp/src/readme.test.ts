@@ -11,6 +11,7 @@ it('runs the README example', () => {
   const host = createHost({ bytes: 2 ** 36, sim });
   const caps = new Map([[uapi.KVM_CAP_EXIT_HYPERCALL, 2 ** uapi.KVM_HC_MAP_GPA_RANGE]]);
   const exits: MapGpaRangeExit[] = [];
+  const npt = new Map<number, number>();
   const ctx: ArchVmContext = {
     sim,
     host,
@@ -25,7 +26,10 @@ it('runs the README example', () => {
     markBugged: (reason) => {
       throw new Error(reason);
     },
-    translate: () => undefined,
+    translate: (g, root) => {
+      const p = root === 'private' ? npt.get(g) : undefined;
+      return p === undefined ? undefined : { pfn: pfn(p), level: 0 };
+    },
   };
   const vm = snp.createVm(ctx);
 
@@ -37,6 +41,7 @@ it('runs the README example', () => {
 
   const folio = host.allocPages(9, 'guest_memfd');
   vm.gmemPrepare(folio, gfn(512), 9);
+  for (let i = 0; i < 512; i++) npt.set(512 + i, folio + i);
   const read = { gpa: 512 * 4096, gfn: gfn(512), access: 'read', private: true, pfn: folio, level: 1, vcpu: 0 } as const;
   expect(vm.guestAccess(read)).toEqual({ kind: 'exception', vector: 29, name: '#VC', errorCode: 0x404, gpa: 512 * 4096 });
   expect(vm.guestApi.pvalidate(512 * 4096, '2M', true)).toEqual({ kind: 'done', rc: 0 });
@@ -49,6 +54,7 @@ it('runs the README example', () => {
   exit.ret = 0;
   expect(vm.completeExit(exit, 0)).toEqual({ value: 0 });
 
+  npt.clear();
   vm.gmemInvalidate(folio, pfn(folio + 512));
   vm.gmemInvalidate(image, pfn(image + 1));
   vm.destroy();
