@@ -39,8 +39,8 @@ declare module '@cocokit/sdk' {
     'gmem.convert_refused': { file: string; start: number; end: number; errorOffset: number };
     /** A huge folio was split into folios of `newOrder`. */
     'gmem.split': { file: string; index: number; order: number; newOrder: number; cause: string };
-    /** Folios tiling `[index, index + 2^order)` were merged back into one folio. */
-    'gmem.merge': { file: string; index: number; order: number };
+    /** Folios tiling `[index, index + 2^order)` were merged back into one folio; `zeroed` of its pages, never zeroed while split, were zeroed first (so the folio is uptodate as a whole). */
+    'gmem.merge': { file: string; index: number; order: number; zeroed: number };
     /** A NO_DIRECT_MAP page was put back in the direct map for a KVM access (`op: map`) or left it again (`unmap`). */
     'gmem.remap': { file: string; index: number; pfn: number; op: 'map' | 'unmap'; user: string };
     /** The arch prepare hook ran for a folio (kvm_gmem_prepare_folio). */

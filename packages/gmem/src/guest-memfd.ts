@@ -904,6 +904,12 @@ export class GuestMemfd implements FileProvider {
       if (r.end > this.nrPages) fail('folio-past-eof', `run [${r.start}, ${r.end}) passes i_size`);
       if ((folioFlags(r.value) & FOLIO_PREPARED) !== 0 && (folioFlags(r.value) & FOLIO_UPTODATE) === 0) fail('prepared-not-zeroed', `[${r.start}, ${r.end})`);
       for (let s = b0; s < r.end; s += 2 ** order) {
+        // folio_test_uptodate is one flag per folio: a huge folio partly uptodate is one whose
+        // first use would zero (or whose use would expose unzeroed) pages of the others.
+        if (order > 0) {
+          const up = this.folios.count(s, s + 2 ** order, (x) => (folioFlags(x) & FOLIO_UPTODATE) !== 0);
+          if (up !== 0 && up !== 2 ** order) fail('folio-uptodate', `folio at index ${s} of order ${order} has ${up} of its ${2 ** order} pages uptodate`);
+        }
         const blk = this.host.buddy.blockOf(s + d);
         if (blk === undefined || blk.pfn !== s + d || blk.order !== order || blk.purpose !== 'guest_memfd') {
           fail('folio-host-block', `folio at index ${s} (pfn ${s + d}, order ${order}) is not an allocated guest_memfd block of that order`);
@@ -1209,14 +1215,54 @@ export class GuestMemfd implements FileProvider {
     }
   }
 
+  /**
+   * Zeroes the folio holding `index` on first use (clear_highpage while !folio_test_uptodate) and
+   * marks it uptodate. Only the pages whose flag is clear are zeroed: a huge folio's pages share
+   * one flag (a merge settles it, see {@link GuestMemfd.zeroForMerge}), but zeroing page by page
+   * can never wipe a page that already holds data.
+   */
   private ensureUptodate(index: number, v: number): number {
     if ((folioFlags(v) & FOLIO_UPTODATE) !== 0) return v;
     const order = folioOrder(v);
     const s = alignDown(index, order);
-    const p = s + folioDelta(v);
-    this.zeroFolio(p, 2 ** order);
-    this.setFlags(s, s + 2 ** order, FOLIO_UPTODATE, 0);
+    if (order === 0) {
+      this.zeroFolio(s + folioDelta(v), 1);
+      this.setFlags(s, s + 1, FOLIO_UPTODATE, 0);
+    } else {
+      this.zeroNotUptodate(s, s + 2 ** order);
+    }
     return this.folios.get(index) as number;
+  }
+
+  /** Zeroes, and marks uptodate, the pages of `[start, end)` not yet uptodate; returns how many. */
+  private zeroNotUptodate(start: number, end: number): number {
+    const todo: Array<[number, number, number]> = [];
+    for (const r of this.folios.runs(start, end)) {
+      if ((folioFlags(r.value) & FOLIO_UPTODATE) === 0) todo.push([r.start, r.end, folioDelta(r.value)]);
+    }
+    let pages = 0;
+    for (const [s, e, d] of todo) {
+      this.zeroFolio(s + d, e - s);
+      this.setFlags(s, e, FOLIO_UPTODATE, 0);
+      pages += e - s;
+    }
+    return pages;
+  }
+
+  /**
+   * Settles the uptodate flag of the folio a merge of the pieces tiling `[start, start + n)`
+   * makes: the flag is one per folio, but pieces zeroed (or written) while the folio was split
+   * sit beside pieces never touched. The 1G RFC v2 merges by prep_compound_page on the first
+   * piece (guestmem_hugetlb_merge_folio), so the merged folio keeps the first piece's flag: a
+   * folio whose first page was never touched is zeroed whole on its next use, wiping the pages
+   * written while split, and one whose first page was touched hands out the untouched pages
+   * never zeroed. So when some pieces are uptodate and others not, the others are zeroed here,
+   * page by page, and the merged folio is uptodate; when none is, it stays not uptodate (zeroed
+   * on first use, as fallocate leaves it). Returns the pages zeroed.
+   */
+  private zeroForMerge(start: number, n: number): number {
+    const uptodate = this.folios.count(start, start + n, (x) => (folioFlags(x) & FOLIO_UPTODATE) !== 0);
+    return uptodate === 0 || uptodate === n ? 0 : this.zeroNotUptodate(start, start + n);
   }
 
   private setFlags(start: number, end: number, set: number, clear: number): void {
@@ -1350,11 +1396,12 @@ export class GuestMemfd implements FileProvider {
     const n = 2 ** order;
     if (!this.isMixed(start, order)) {
       if (cur < order && this.folios.count(start, start + n, (x) => folioDelta(x) === d) === n) {
+        const zeroed = this.zeroForMerge(start, n);
         this.host.mergeFolio(start + d, order);
         this.folios.update(start, start + n, (x) => (x === undefined ? undefined : encodeFolio(d, order, folioFlags(x))));
         this.counters.merges++;
         this.charge('gmem.folio_merge');
-        this.trace('gmem.merge', { file: this.name, index: start, order });
+        this.trace('gmem.merge', { file: this.name, index: start, order, zeroed });
       }
       return;
     }

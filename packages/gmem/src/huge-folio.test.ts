@@ -132,3 +132,61 @@ describe('conversion to private of part of a host-mapped huge folio (seed 003)',
     vm.checkInvariants();
   });
 });
+
+describe('a huge folio merged from pieces of which only some were zeroed (seed 003)', () => {
+  // fallocate leaves the 2M folio unzeroed; the conversion splits it, the host writes two of its
+  // pages (each 4 KiB piece zeroed on its first fault), and the conversion back merges the pieces.
+  function mergedWithData(policy: HugeFolioPolicy, noDirectMap = false) {
+    const env = setup({ privateMem: true, hugePolicy: policy, proposals: { memoryAttributes2: true, hugetlb: true, noDirectMap } });
+    const f = env.vm.createGuestMemfd({ size: 2 * MiB, flags: MMAP | SHARED | HUGETLB | HUGE_2MB | (noDirectMap ? uapi.GUEST_MEMFD_FLAG_NO_DIRECT_MAP : 0) });
+    f.fallocate(KEEP, 0, 2 * MiB);
+    expect(f.folioAt(0)).toMatchObject({ order: 9, uptodate: false });
+    f.setMemoryAttributes2({ offset: 0, size: P, attributes: PRIVATE });
+    const a = env.vmm.mmap({ length: 2 * MiB, prot: PROT.READ | PROT.WRITE, flags: MAP.SHARED, file: f });
+    expect(env.vmm.write(a + 10 * P + 7, new Uint8Array([0xa1, 0xa2])).ok).toBe(true);
+    expect(env.vmm.write(a + 300 * P, new Uint8Array([0xb1])).ok).toBe(true);
+    expect(f.folioAt(10)).toMatchObject({ order: 0, uptodate: true });
+    expect(f.folioAt(100)).toMatchObject({ order: 0, uptodate: false });
+    env.vm.checkInvariants();
+    f.setMemoryAttributes2({ offset: 0, size: P, attributes: 0 });
+    expect(f.folioAt(0)?.order).toBe(9);
+    expect(f.stats().merges).toBe(1);
+    return { ...env, f, a };
+  }
+
+  it.each(['split-eager', 'split-on-fault'] as const)('%s: the merged folio is uptodate as a whole, its written pages keep their data and the others read zero', (policy) => {
+    const { vm, vmm, host, f, a } = mergedWithData(policy);
+    // The folio's uptodate flag is one flag: the pages never zeroed were zeroed at the merge.
+    expect(f.folioAt(100)).toMatchObject({ order: 9, uptodate: true });
+    expect(f.folioAt(10)).toMatchObject({ order: 9, uptodate: true });
+    vm.checkInvariants();
+    // A first access to a page never touched while split must not zero the whole folio again.
+    expect(vmm.read(a + 100 * P, 4)).toMatchObject({ ok: true, data: new Uint8Array(4) });
+    expect(vmm.read(a + 10 * P + 7, 2)).toMatchObject({ ok: true, data: new Uint8Array([0xa1, 0xa2]) });
+    expect(vmm.read(a + 300 * P, 1)).toMatchObject({ ok: true, data: new Uint8Array([0xb1]) });
+    vm.checkInvariants();
+    host.checkInvariants();
+  });
+
+  it('the data survives the guest taking the merged folio private (get_pfn zeroes nothing)', () => {
+    const { vm, vmm, f, a } = mergedWithData('split-eager');
+    vmm.munmap(a, 2 * MiB);
+    const slot = slotAt(0, 512);
+    vm.binder.bind({ fd: f.fd, vm: vm.vmToken, offset: 0, npages: 512 }, slot);
+    f.setMemoryAttributes2({ offset: 0, size: 2 * MiB, attributes: PRIVATE });
+    expect(vm.getPfn(slot, 100)).toMatchObject({ maxOrder: 9, isPrivate: true });
+    f.setMemoryAttributes2({ offset: 0, size: 2 * MiB, attributes: 0 });
+    const b = vmm.mmap({ length: 2 * MiB, prot: PROT.READ, flags: MAP.SHARED, file: f });
+    expect(vmm.read(b + 10 * P + 7, 2)).toMatchObject({ ok: true, data: new Uint8Array([0xa1, 0xa2]) });
+    vm.checkInvariants();
+  });
+
+  it('NO_DIRECT_MAP: the pages zeroed at the merge leave the direct map with them', () => {
+    const { vm, vmm, host, f, a } = mergedWithData('split-eager', true);
+    const head = f.folioAt(0)!.pfn as number;
+    expect([100, 10, 300].map((i) => host.isDirectMapped(head + i))).toEqual([false, false, false]);
+    vm.checkInvariants();
+    expect(vmm.read(a + 10 * P + 7, 2)).toMatchObject({ ok: true, data: new Uint8Array([0xa1, 0xa2]) });
+    host.checkInvariants();
+  });
+});
