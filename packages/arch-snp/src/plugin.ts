@@ -130,7 +130,8 @@ export function createSnpVm(ctx: ArchVmContext): SnpArchVm {
  * operations (Immutable exists only inside a LAUNCH_UPDATE); VMSA pages are the registered VMSAs
  * of a finished launch. Whether each private nested mapping points at a page assigned to this ASID
  * at that gfn is not checked here: the plugin keeps no gfn → pfn map (see {@link SnpState}); the
- * hardware checks it per access (`guestAccess`, PVALIDATE) and `src/e2e.test.ts` over the MMU's leaves.
+ * hardware checks it per access (`guestAccess`, PVALIDATE) and `apps/integration/src/snp.e2e.test.ts`
+ * over the MMU's leaves.
  */
 export function checkVmInvariants(s: SnpState): void {
   s.rmp.checkInvariants();

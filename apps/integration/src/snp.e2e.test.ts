@@ -7,7 +7,7 @@ import { errnoOf } from '@cocokit/sdk/testing';
 import { openKvm, runVmm, setupGuestMemory, type ConversionPath, type DiscardPolicy, type GuestProgram, type HypercallExit, type Vm } from '@cocokit/vm';
 import { firmwareBoot, touchWorkingSet, type TouchResult } from '@cocokit/vm/guest';
 import { describe, expect, it } from 'vitest';
-import snp from './index.js';
+import snp from '@cocokit/arch-snp';
 
 const MiB = 2 ** 20;
 const PAGE = 4096;
@@ -24,7 +24,7 @@ const WS_GPA = 4 * MiB;
 const WS_SIZE = 8 * MiB;
 const ACCEPT_CHUNK = 4 * MiB;
 const CHUNKS = WS_SIZE / ACCEPT_CHUNK;
-/** SPTE.PRIVATE of @cocokit/mmu (page-table.ts), which this package does not depend on. */
+/** SPTE.PRIVATE of @cocokit/mmu, whose tables this package reads only through `vm.mmu`. */
 const SPTE_PRIVATE = 16;
 
 function image(): Uint8Array[] {

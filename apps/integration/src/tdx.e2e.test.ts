@@ -6,8 +6,7 @@
 import { openKvm, runVmm, setupGuestMemory, type DiscardPolicy, type GuestProgram, type Vm } from '@cocokit/vm';
 import { firmwareBoot, touchWorkingSet, type TouchResult } from '@cocokit/vm/guest';
 import { describe, expect, it } from 'vitest';
-import tdx, { KVM_TDX_MEASURE_MEMORY_REGION } from './index.js';
-import { SEPT_STATE, isLeaf, isNonLeaf, septStateName, type SeptLevel } from './sept.js';
+import tdx, { KVM_TDX_MEASURE_MEMORY_REGION, SEPT_STATE, isLeaf, isNonLeaf, septStateName, type SeptLevel } from '@cocokit/arch-tdx';
 
 const MiB = 2 ** 20;
 const PAGE = 4096;
