@@ -1,0 +1,3 @@
+import { cocokitBuild } from '../../tsup.shared.js';
+
+export default cocokitBuild({ index: 'src/index.ts' });

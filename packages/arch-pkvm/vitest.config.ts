@@ -1,0 +1,3 @@
+import { cocokitProject } from '../../vitest.shared.js';
+
+export default cocokitProject('@cocokit/arch-pkvm');
