@@ -1,16 +1,17 @@
 // The cross-arch matrix: seed 000's boot (the firmware flips its DMA pages on every transfer, then
 // the OS touches its memory, accepting it in chunks on first use) run under the VMM exit-loop
 // helper on every VM type with private memory that is available here — sw-protected (built into
-// the core), snp and tdx (plugins passed to openKvm) — over every conversion path the type
+// the core), snp, tdx and pkvm (plugins passed to openKvm) — over every conversion path the type
 // supports. One scenario, one set of expectations: what all types share is asserted plainly, and
 // each place a type differs says so inline, with the reason.
+import pkvm from '@cocokit/arch-pkvm';
 import snp from '@cocokit/arch-snp';
 import tdx from '@cocokit/arch-tdx';
 import { BUILTIN_VM_TYPES, isGuestException, openKvm, runVmm, setupGuestMemory, type ConversionPath, type GuestProgram, type Kvm, type Vm } from '@cocokit/vm';
 import { firmwareBoot, touchWorkingSet, type FirmwareBootResult, type TouchResult } from '@cocokit/vm/guest';
 import { describe, expect, it } from 'vitest';
 
-const ARCHS = [snp, tdx];
+const ARCHS = [snp, tdx, pkvm];
 const MiB = 2 ** 20;
 const PAGE = 4096;
 const RAM = 16 * MiB;
@@ -25,7 +26,7 @@ const WS_PAGES = WS_SIZE / PAGE;
 const ACCEPT_CHUNK = 2 * MiB;
 const CHUNKS = WS_SIZE / ACCEPT_CHUNK;
 
-type MatrixType = 'sw-protected' | 'snp' | 'tdx';
+type MatrixType = 'sw-protected' | 'snp' | 'tdx' | 'pkvm';
 
 /**
  * The matrix: each VM type with private memory, with the conversion paths it supports. TDX has no
@@ -37,6 +38,9 @@ const MATRIX: ReadonlyArray<{ readonly type: MatrixType; readonly paths: readonl
   { type: 'sw-protected', paths: ['attributes', 'in-place'] },
   { type: 'snp', paths: ['attributes', 'in-place'] },
   { type: 'tdx', paths: ['attributes'] },
+  // pKVM shares the very page the guest owns (MEM_SHARE: guest SHARED_OWNED, host SHARED_BORROWED),
+  // so it converts in place as well as by attributes.
+  { type: 'pkvm', paths: ['attributes', 'in-place'] },
 ];
 
 /**
@@ -65,6 +69,12 @@ async function launched(type: MatrixType, path: ConversionPath): Promise<{ kvm: 
       setupGuestMemory(vm, { size: RAM, path });
       const m = vm.finalize();
       expect(m?.kind).toBe('mrtd');
+      return { kvm, vm };
+    }
+    case 'pkvm': {
+      // A protected VM has no launch in KVM: no measurement, no finalize (pVM firmware is not modelled).
+      const vm = await kvm.createVm({ type });
+      setupGuestMemory(vm, { size: RAM, path });
       return { kvm, vm };
     }
   }
@@ -131,10 +141,12 @@ describe('the cross-arch matrix: seed 000 boot on every VM type with private mem
         // Every conversion request is one KVM_HC_MAP_GPA_RANGE exit to userspace, whatever raised it:
         // on sw-protected the guest's own KVM_HC_MAP_GPA_RANGE hypercall, on SNP a page state change
         // (the PSC VMGEXIT; snp_begin_psc turns each merged range into the exit), on TDX a MapGPA
-        // TDVMCALL (tdx_map_gpa). The flips are 2 per transfer everywhere. SNP adds one exit per
+        // TDVMCALL (tdx_map_gpa), on pKVM a MEM_SHARE / MEM_UNSHARE that EL2 did and forwarded to
+        // userspace (KVM_EXIT_HYPERCALL with the SMCCC function ID; the helper reads it through the
+        // plugin's memoryRequest). The flips are 2 per transfer everywhere. SNP adds one exit per
         // accept: its acceptance is a PSC to private then PVALIDATE (snp_accept_memory), so the
         // DMA pages' accept and each chunk's exit too, asking for pages already private. TDX's
-        // TDG.MEM.PAGE.ACCEPT and sw-protected's (nothing) never exit.
+        // TDG.MEM.PAGE.ACCEPT, pKVM's (nothing: no acceptance) and sw-protected's (nothing) never exit.
         const acceptExits = type === 'snp' ? 1 + CHUNKS : 0;
         expect(r.exits['HYPERCALL']).toBe(2 * TRANSFERS + acceptExits);
         // Only the flips convert; an accept's request finds the range private already, and the
@@ -162,17 +174,25 @@ describe('the cross-arch matrix: seed 000 boot on every VM type with private mem
         //   violation (PAGE.AUG) and the re-issue (2 × 2); per transfer back to private one 4K
         //   accept the same way (2); per 2 MiB chunk a refused 2M try (4K private mappings only),
         //   then 512 × 4K, each an EPT violation and the re-issue.
+        // - pKVM: per transfer a MEM_SHARE that finds the IPA NOPAGE (the host first faults the page
+        //   in: pkvm_memshare_call turns -EFAULT into a host data abort) and its re-issue, then a
+        //   MEM_UNSHARE (3). The IPA is NOPAGE again at every share: going shared, guest_memfd lets
+        //   the page go (kvm_arch_gmem_invalidate: EL2 reclaims it, the IPA stays shared without a
+        //   page) and the MEM_UNSHARE back leaves it NOPAGE; the first share of each DMA page finds
+        //   nothing because the accept did nothing. No acceptance, so no calls for the working set.
         const archCalls = {
           'sw-protected': 0,
           snp: 2 * TRANSFERS + acceptExits + DMA_PAGES * 2 + TRANSFERS * 3 + CHUNKS * (2 + 1 + 511 * 2),
           tdx: 2 * TRANSFERS + DMA_PAGES * 2 + TRANSFERS * 2 + CHUNKS * (1 + 512 * 2),
+          pkvm: TRANSFERS * 3,
         }[type];
         expect(s.vcpu.archCalls).toBe(archCalls);
         // The NPFs the arch's calls ran into (the fault path maps the page, the guest re-issues):
         // every working-set page, the DMA pages at their accept, and each flip back. sw-protected
         // has nothing to validate or accept: its private pages fault in on the guest's first write,
-        // which is the MMU's fault path, not an arch call's.
-        expect(s.vcpu.npfs).toBe(type === 'sw-protected' ? 0 : WS_PAGES + DMA_PAGES + TRANSFERS);
+        // which is the MMU's fault path, not an arch call's. pKVM likewise (donation is the fault
+        // path's gmemPrepare); only each MEM_SHARE's NPF is an arch call's.
+        expect(s.vcpu.npfs).toBe({ 'sw-protected': 0, snp: WS_PAGES + DMA_PAGES + TRANSFERS, tdx: WS_PAGES + DMA_PAGES + TRANSFERS, pkvm: TRANSFERS }[type]);
 
         // The DMA pages end private, on every path: the last conversion of each was back to private.
         for (let i = 0; i < DMA_PAGES; i++) {

@@ -85,6 +85,7 @@ export type PkvmArchVm = ArchVm<PkvmVmApi, PkvmGuestApi> &
       | 'maxMappingLevel'
       | 'hostAccess'
       | 'completeExit'
+      | 'memoryRequest'
       | 'guestKernel'
       | 'checkInvariants'
       | 'destroy'

@@ -11,6 +11,7 @@ import {
   defineArchPlugin,
   uapi,
   type ArchExit,
+  type ArchMemoryRequest,
   type ArchVmContext,
   type GuestNpf,
   type HostFault,
@@ -43,6 +44,23 @@ export function pkvmMemRequest(exit: ArchExit): PkvmMemRequest | undefined {
   if (typeof gpa !== 'number') return undefined;
   const op = exit['nr'] === FID.MEM_SHARE ? 'share' : exit['nr'] === FID.MEM_UNSHARE ? 'unshare' : exit['nr'] === FID.MEM_RELINQUISH ? 'relinquish' : undefined;
   return op === undefined ? undefined : { op, gpa, size: PKVM_GRANULE };
+}
+
+/**
+ * {@link pkvmMemRequest} in the contract's words (`ArchVm.memoryRequest`), so an arch-neutral VMM
+ * (`runVmm`) handles the forwarded calls with no pKVM code: MEM_SHARE → convert to shared, MEM_UNSHARE →
+ * convert to private, MEM_RELINQUISH → discard. On MEM_RELINQUISH EL2 has already returned the page
+ * to the host (wiped if the guest owned it alone: __pkvm_guest_relinquish_to_host in
+ * arch/arm64/kvm/hyp/nvhe/mem_protect.c) and the IPA is NOPAGE; the host's side is to drop the page
+ * from guest memory (in the Android kernel pkvm_host_reclaim_page unpins it and frees it; with
+ * guest_memfd the VMM punches it out of the file, as a balloon does), so the guest's next access
+ * faults in, and is donated, a fresh page. The shareability is left as it was: the guest gave a
+ * page up, it did not ask for a conversion.
+ */
+export function pkvmMemoryRequest(exit: ArchExit): ArchMemoryRequest | undefined {
+  const r = pkvmMemRequest(exit);
+  if (r === undefined) return undefined;
+  return r.op === 'relinquish' ? { op: 'discard', gpa: r.gpa, size: r.size } : { op: 'convert', gpa: r.gpa, size: r.size, toPrivate: r.op === 'unshare' };
 }
 
 /** Creates the arch state of one protected VM (pkvm_init_host_vm + __pkvm_init_vm: a handle and an empty stage-2). */
@@ -275,6 +293,7 @@ export function createPkvmVm(ctx: ArchVmContext): PkvmArchVm {
       traceCall(p.nr, p.args[0] ?? 0, ret);
       return { value: ret };
     },
+    memoryRequest: pkvmMemoryRequest,
     guestKernel: pkvmGuestKernel,
     checkInvariants() {
       mp.checkInvariants();

@@ -123,6 +123,7 @@ export type {
   ArchGuestStep,
   ArchGuestApis,
   ArchMeasurement,
+  ArchMemoryRequest,
   ArchPlugin,
   ArchPluginDef,
   ArchResult,

@@ -237,6 +237,26 @@ export class ConversionEngine {
     if (sim.trace.enabled) sim.trace.emit('vm.convert', { gfn: req.gpa / PAGE, npages: pages, private: toPrivate, path: req.path });
   }
 
+  /**
+   * Drops what backs `[gpa, gpa + size)` without changing its shareability: the guest gave the
+   * range back (pKVM MEM_RELINQUISH, a balloon). Both copies go, as a VMM frees a page the guest no
+   * longer uses: fallocate(PUNCH_HOLE) on guest_memfd (which zaps the mappings and, through
+   * kvm_arch_gmem_invalidate, tells the arch) and madvise(DONTNEED) on the shared copy. Queued lazy
+   * discards of the range are issued by this one. EINVAL for a range that is not page-aligned, with
+   * nothing changed; gfns outside any memslot are skipped. Returns the pages freed.
+   */
+  discardRange(gpa: number, size: number): number {
+    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(size) || gpa < 0 || size <= 0 || gpa % PAGE !== 0 || size % PAGE !== 0) {
+      throw new KvmError('EINVAL', 'discard', `[0x${gpa.toString(16)}, +0x${size.toString(16)}) is not a non-empty page-aligned range`);
+    }
+    const pieces = this.pieces(gpa / PAGE, (gpa + size) / PAGE);
+    for (const p of pieces) {
+      this.cancelQueued(p, true);
+      this.cancelQueued(p, false);
+    }
+    return this.punchPrivate(pieces) + this.discardShared(pieces);
+  }
+
   /** Issues every queued lazy discard now; returns the pages discarded. */
   flushDiscards(): number {
     let pages = 0;

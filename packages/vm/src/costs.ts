@@ -23,8 +23,11 @@ declare module '@cocokit/sdk' {
     'vm.convert': { gfn: number; npages: number; private: boolean; path: string };
     /** The VM was marked dead (KVM_BUG_ON). */
     'vm.bugged': { vm: number; reason: string };
-    /** The VMM helper handled an exit. */
-    'vmm.handle': { vcpu: number; reason: string; gpa: number; npages: number; private: boolean };
+    /**
+     * The VMM helper handled an exit: `reason` `'convert'` (`private`: the target), or `'discard'`
+     * (an arch's discard request, e.g. pKVM MEM_RELINQUISH; `private` is absent).
+     */
+    'vmm.handle': { vcpu: number; reason: string; gpa: number; npages: number; private?: boolean };
     /** KVM read or wrote guest memory itself (kvm_read_guest / kvm_write_guest), from guest_memfd or through the VMM's hva. */
     'vm.kernel_access': { vm: number; gpa: number; len: number; op: 'read' | 'write'; backing: 'gmem' | 'hva' };
     /** A gfn_to_pfn_cache was activated, refreshed (its pfn resolved), invalidated or deactivated. */

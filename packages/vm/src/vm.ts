@@ -12,6 +12,7 @@ import {
   type ArchCapabilities,
   type ArchExit,
   type ArchGuestApiOf,
+  type ArchMemoryRequest,
   type ArchVm,
   type ArchVmApiOf,
   type ArchVmContext,
@@ -464,6 +465,25 @@ export class Vm<T extends string = string> {
   convert(req: ConversionRequest): ConversionOutcome {
     this.checkAlive('convert');
     return this.conversions.convert(req);
+  }
+
+  /**
+   * Drops what backs `[gpa, gpa + size)`, keeping its shareability, the way a VMM frees memory the
+   * guest gave back (pKVM MEM_RELINQUISH, a balloon): guest_memfd hole punch plus madvise(DONTNEED)
+   * of the shared copy. Returns the pages freed.
+   */
+  discardRange(gpa: number, size: number): number {
+    this.checkAlive('discard');
+    return this.conversions.discardRange(gpa, size);
+  }
+
+  /**
+   * The arch's reading of `exit` as a request to change guest memory ({@link ArchVm.memoryRequest}:
+   * pKVM's forwarded MEM_SHARE / MEM_UNSHARE / MEM_RELINQUISH), or `undefined`: not one, or an arch
+   * without such exits. What lets an arch-neutral VMM handle them.
+   */
+  archMemoryRequest(exit: VcpuExit): ArchMemoryRequest | undefined {
+    return this.arch?.memoryRequest?.(exit as ArchExit);
   }
 
   /**

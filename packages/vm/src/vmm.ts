@@ -1,7 +1,9 @@
 /**
  * The minimal VMM: a userspace exit loop that does what QEMU's kvm_cpu_exec does for confidential
  * guests (accel/kvm/kvm-all.c: kvm_convert_memory on KVM_EXIT_MEMORY_FAULT and on
- * KVM_HC_MAP_GPA_RANGE hypercalls; MMIO to devices; HLT), with the conversion path and the
+ * KVM_HC_MAP_GPA_RANGE hypercalls; MMIO to devices; HLT), plus the conversion requests an arch
+ * reads out of its own exits (`ArchVm.memoryRequest`: pKVM's forwarded MEM_SHARE / MEM_UNSHARE /
+ * MEM_RELINQUISH), with the conversion path and the
  * discard policy as options, so the seeds' experiments run end to end. Each vCPU runs as an actor
  * of the simulation kernel, one guest action per step, so vCPUs interleave in virtual time and the
  * conversions they trigger contend for mmu_lock and slots_lock.
@@ -56,6 +58,12 @@ export interface VmmRunResult {
    * to do (no arch hook, no zap). Not counted in `conversions`.
    */
   readonly noopConversions: number;
+  /**
+   * Discard requests from the arch (`ArchVm.memoryRequest`: pKVM MEM_RELINQUISH) the helper
+   * carried out, and the pages they freed (0 for a page never allocated).
+   */
+  readonly discards: number;
+  readonly discardedPages: number;
   readonly ok: boolean;
 }
 
@@ -69,6 +77,8 @@ export class Vmm {
   private conversions = 0;
   private convertedPages = 0;
   private noopConversions = 0;
+  private discards = 0;
+  private discardedPages = 0;
 
   constructor(vm: Vm, options: VmmOptions = {}) {
     this.vm = vm;
@@ -85,7 +95,8 @@ export class Vmm {
   /**
    * Handles one exit; returns whether the vCPU goes on. A refused conversion (e.g. EAGAIN while the
    * host holds a reference) stops the vCPU on a MEMORY_FAULT, as QEMU aborts the run; on a
-   * KVM_HC_MAP_GPA_RANGE hypercall it is reported to the guest in `ret` and the vCPU goes on.
+   * KVM_HC_MAP_GPA_RANGE hypercall, or a request the arch reads out of its exit
+   * (`vm.archMemoryRequest`), it is reported to the guest in `ret` and the vCPU goes on.
    */
   handle(vcpu: Vcpu, exit: VcpuExit): { readonly go: boolean; readonly error?: string } {
     this.handled.set(exit.reason, (this.handled.get(exit.reason) ?? 0) + 1);
@@ -101,7 +112,7 @@ export class Vmm {
       }
       case 'HYPERCALL': {
         const e = exit as HypercallExit;
-        if (e.nr !== uapi.KVM_HC_MAP_GPA_RANGE) return { go: false, error: `hypercall ${e.nr} is not handled` };
+        if (e.nr !== uapi.KVM_HC_MAP_GPA_RANGE) return this.archRequest(vcpu, exit) ?? { go: false, error: `hypercall ${e.nr} is not handled` };
         const [gpa = 0, npages = 0, attrs = 0] = e.args;
         const r = this.convert(vcpu, gpa, npages * 4096, (attrs & uapi.KVM_MAP_GPA_RANGE_ENCRYPTED) !== 0);
         // QEMU hands the guest kvm_convert_memory's result (0, or -1 on failure); the model writes 1
@@ -123,8 +134,39 @@ export class Vmm {
       case 'RUN_ERROR':
         return { go: false, error: `KVM_RUN failed: ${(exit as { errno: string }).errno}: ${(exit as { message: string }).message}` };
       default:
-        return { go: false, error: `exit ${JSON.stringify(exit.reason)} is not handled (give VmmOptions.onExit)` };
+        return this.archRequest(vcpu, exit) ?? { go: false, error: `exit ${JSON.stringify(exit.reason)} is not handled (give VmmOptions.onExit)` };
     }
+  }
+
+  /**
+   * An exit the arch reads as a memory request (`vm.archMemoryRequest`), or `undefined`. A
+   * conversion goes through the same path and discard policy as KVM_HC_MAP_GPA_RANGE; a discard
+   * frees what backs the range (guest_memfd hole punch, shared copy dropped), what a VMM does when
+   * the guest gives a page back (pKVM MEM_RELINQUISH, after EL2 returned the page to the host:
+   * guest_memfd must not keep the page or map it to the guest again). The answer goes where
+   * KVM_EXIT_HYPERCALL takes it, `ret` (0 done, 1 refused; the arch's completeExit turns it into
+   * the guest's return value), and the vCPU goes on either way.
+   */
+  private archRequest(vcpu: Vcpu, exit: VcpuExit): { readonly go: boolean; readonly error?: string } | undefined {
+    const req = this.vm.archMemoryRequest(exit);
+    if (req === undefined) return undefined;
+    let error: string | undefined;
+    if (req.op === 'convert') {
+      error = this.convert(vcpu, req.gpa, req.size, req.toPrivate).error;
+    } else {
+      const sim = this.vm.sim;
+      if (sim.trace.enabled) sim.trace.emit('vmm.handle', { vcpu: vcpu.id, reason: 'discard', gpa: req.gpa, npages: req.size / 4096 });
+      try {
+        this.discardedPages += this.vm.discardRange(req.gpa, req.size);
+        this.discards++;
+      } catch (e) {
+        if (!isKvmError(e)) throw e;
+        error = `discarding [0x${req.gpa.toString(16)}, +0x${req.size.toString(16)}) failed: ${e.errno} ${e.reason}`;
+      }
+    }
+    const answer = exit as { ret?: unknown };
+    if (typeof answer.ret === 'number') answer.ret = error === undefined ? 0 : 1;
+    return { go: true };
   }
 
   private convert(vcpu: Vcpu, gpa: number, size: number, toPrivate: boolean): { readonly go: boolean; readonly error?: string } {
@@ -187,6 +229,8 @@ export class Vmm {
       conversions: this.conversions,
       convertedPages: this.convertedPages,
       noopConversions: this.noopConversions,
+      discards: this.discards,
+      discardedPages: this.discardedPages,
       ok: outcomes.every((o) => o.state === 'shutdown'),
     };
   }

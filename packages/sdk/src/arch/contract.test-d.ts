@@ -2,7 +2,9 @@ import { describe, expectTypeOf, it } from 'vitest';
 import type { Gfn, Pfn } from '../units.js';
 import { gfn, pfn } from '../units.js';
 import type {
+  ArchExit,
   ArchGuestApiOf,
+  ArchMemoryRequest,
   ArchPlugin,
   ArchResult,
   ArchVm,
@@ -154,5 +156,21 @@ describe('populate through the core (additive, apiVersion 1)', () => {
     const ctx: ArchVmContext = null as never;
     // @ts-expect-error mapPrivatePfn takes (gfn, pfn), not (pfn, gfn)
     ctx.mapPrivatePfn?.(pfn(0), gfn(0));
+  });
+});
+
+describe('memory requests (additive, apiVersion 1)', () => {
+  it('is an optional hook reading an exit as a convert or discard request', () => {
+    expectTypeOf<ArchVm['memoryRequest']>().toEqualTypeOf<((exit: ArchExit) => ArchMemoryRequest | undefined) | undefined>();
+    // An ArchVm written before the hook existed is still an ArchVm.
+    const older: Omit<ArchVm, 'memoryRequest'> = { capabilities: caps };
+    expectTypeOf(older).toExtend<ArchVm>();
+    const r: ArchMemoryRequest = { op: 'convert', gpa: 0, size: 4096, toPrivate: false };
+    if (r.op === 'convert') expectTypeOf(r.toPrivate).toEqualTypeOf<boolean>();
+    // @ts-expect-error a discard changes no shareability
+    const d: ArchMemoryRequest = { op: 'discard', gpa: 0, size: 4096, toPrivate: true };
+    // @ts-expect-error a conversion says which way
+    const c: ArchMemoryRequest = { op: 'convert', gpa: 0, size: 4096 };
+    void [d, c];
   });
 });

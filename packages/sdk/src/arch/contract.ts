@@ -98,6 +98,22 @@ export interface ArchExit {
 }
 
 /**
+ * What an arch exit asks userspace to do to guest memory, read by {@link ArchVm.memoryRequest}:
+ * plain objects, so they compare with `toEqual` across copies of the sdk.
+ *
+ * - `convert`: make `[gpa, gpa + size)` private (`toPrivate`) or shared, as for KVM_HC_MAP_GPA_RANGE
+ *   (pKVM MEM_UNSHARE / MEM_SHARE).
+ * - `discard`: the guest gave the range back (pKVM MEM_RELINQUISH, after the hypervisor returned the
+ *   page to the host): userspace drops what backs it, punching it out of guest_memfd, without
+ *   changing its shareability. The guest's next access faults in a fresh page.
+ *
+ * `gpa` and `size` are bytes, page-aligned.
+ */
+export type ArchMemoryRequest =
+  | { readonly op: 'convert'; readonly gpa: number; readonly size: number; readonly toPrivate: boolean }
+  | { readonly op: 'discard'; readonly gpa: number; readonly size: number };
+
+/**
  * The initial contents `populate` copies into a private page (the `src` page of kvm_gmem_populate:
  * a userspace page in the kernel, a snapshot of contents here). `null` where the kernel passes no
  * source (SNP's ZERO and secrets pages, which firmware fills).
@@ -453,6 +469,17 @@ export interface ArchVm<VmApi extends object = object, GuestApi extends object =
    * left it); may call `ctx.exit` again for the next exit of a multi-exit operation.
    */
   completeExit?(exit: ArchExit, vcpu: number): { readonly value: unknown } | undefined;
+
+  /**
+   * How a VMM reads `exit` as a request to change guest memory, or `undefined` when it is not one
+   * (additive in apiVersion 1: absent, the arch has no such exits). It lets an arch-neutral VMM
+   * handle conversion requests it cannot decode itself, the way it handles KVM_HC_MAP_GPA_RANGE:
+   * pKVM's MEM_SHARE / MEM_UNSHARE / MEM_RELINQUISH forwarded as KVM_EXIT_HYPERCALL with an SMCCC
+   * function ID in `nr`. Pure: reads the exit, changes nothing. The VMM answers in the exit as its
+   * kvm_run member says (KVM_EXIT_HYPERCALL: `ret` = 0 done, non-zero refused) and runs the vCPU
+   * again; {@link ArchVm.completeExit} turns the answer into the guest's return value.
+   */
+  memoryRequest?(exit: ArchExit): ArchMemoryRequest | undefined;
 
   /** The guest OS's memory-encryption code for this arch, for arch-neutral guest programs. */
   readonly guestKernel?: ArchGuestKernel;

@@ -23,6 +23,7 @@ export const ARCH_VM_HOOKS = [
   'checkInvariants',
   'guestAccess',
   'completeExit',
+  'memoryRequest',
   'destroy',
 ] as const;
 

@@ -328,6 +328,21 @@ describe('the kit on broken plugins', () => {
     expect(failureOf(() => checkCreateVm(subject(notFn)))).toContain('hook gmemPrepare is string');
   });
 
+  it('fails a memoryRequest that is not a function, or that reads a core exit as a request', () => {
+    const caps = { privateMem: true, privateByDefault: false, maxPrivateLevel: 0, mirrorRoot: false, inPlaceConversion: false } as const;
+    const notFn = defineArchPlugin({ name: 'mrnotfn', apiVersion: 1, vmTypes: ['mrnotfn'], createVm: () => ({ capabilities: caps, memoryRequest: 1 }) as unknown as ArchVm });
+    expect(failureOf(() => checkCreateVm(subject(notFn)))).toContain('hook memoryRequest is number');
+    const greedy = defineArchPlugin({
+      name: 'mrgreedy',
+      apiVersion: 1,
+      vmTypes: ['mrgreedy'],
+      createVm: () => ({ capabilities: caps, memoryRequest: () => ({ op: 'discard' as const, gpa: 0, size: 4096 }) }),
+    });
+    expect(failureOf(() => checkCreateVm(subject(greedy)))).toMatch(/memoryRequest reads an HLT exit as .*must be undefined/);
+    const fine = defineArchPlugin({ name: 'mrfine', apiVersion: 1, vmTypes: ['mrfine'], createVm: () => ({ capabilities: caps, memoryRequest: () => undefined }) });
+    expect(checkCreateVm(subject(fine))).toEqual({ status: 'passed' });
+  });
+
   it('fails a classifier that keeps the shared bit, and a level above maxPrivateLevel', () => {
     const wrong = defineArchPlugin({
       name: 'wrong',

@@ -11,6 +11,7 @@
  */
 import { describe as vDescribe, it as vIt } from 'vitest';
 import { isKvmError } from '../errors.js';
+import { KVM_EXIT_HLT } from '../uapi.js';
 import { createSim } from '../sim/sim.js';
 import type { CostName } from '../sim/types.js';
 import { gfn as toGfn, pfn as toPfn, type PageOrder } from '../units.js';
@@ -184,6 +185,12 @@ export function checkCreateVm(s: ConformanceSubject): CheckOutcome {
   if (shape !== undefined) fail(s, 'create-vm', shape);
   invariants(s, 'create-vm', t, 'on a new VM');
   if (t.exits.length > 0) fail(s, 'create-vm', `createVm called ctx.exit(${t.exits[0]?.reason})`);
+  // memoryRequest reads only the arch's own exits: a core exit (KVM_EXIT_HLT) is not a request.
+  if (t.vm.memoryRequest !== undefined) {
+    const hlt = { reason: 'HLT', exitReason: KVM_EXIT_HLT };
+    const r = guarded(s, 'create-vm', 'memoryRequest of an HLT exit', () => t.vm.memoryRequest?.(hlt));
+    if (r !== undefined) fail(s, 'create-vm', `memoryRequest reads an HLT exit as ${JSON.stringify(r)}; it must be undefined for exits that are not the arch's requests`);
+  }
   return PASSED;
 }
 
