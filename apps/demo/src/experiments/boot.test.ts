@@ -140,4 +140,18 @@ describe('cocokit boot: confidential types', () => {
     expect(both.bootNs).toBeGreaterThan(runs.get('private-only')!.bootNs);
     expect(runs.get('private-only')!.bootNs).toBeGreaterThan(runs.get('no-conversion')!.bootNs);
   });
+
+  it("boots pKVM, whose MEM_SHARE/MEM_UNSHARE the VMM reads through the arch's memoryRequest", async () => {
+    const { runs } = await boot({ ...small, transfers: 16, type: 'pkvm', configurations: ['both', 'private-only', 'in-place', 'no-conversion'] });
+    const both = runs.get('both')!;
+    // No acceptance on pKVM: the flips are the only requests, none of them a no-op.
+    expect([both.conversions, both.noopConversions]).toEqual([32, 0]);
+    expect(Object.keys(both.costNs).some((k) => k.startsWith('pkvm.'))).toBe(true);
+    expect(runs.get('in-place')?.applicable).toBe(true);
+    // Nothing touches a DMA page after it flips back to private (no PVALIDATE as on SNP), so the
+    // punched private copy is not faulted in again: no double allocation even without shared discard.
+    expect(runs.get('private-only')?.doubleAllocatedPages).toBe(0);
+    expect(both.bootNs).toBeGreaterThan(runs.get('private-only')!.bootNs);
+    expect(runs.get('private-only')!.bootNs).toBeGreaterThan(runs.get('no-conversion')!.bootNs);
+  });
 });

@@ -11,6 +11,7 @@
  */
 import snp from '@cocokit/arch-snp';
 import tdx from '@cocokit/arch-tdx';
+import pkvm from '@cocokit/arch-pkvm';
 import type { CostName, Sim } from '@cocokit/sdk';
 import { isGuestException, openKvm, setupGuestMemory, Vmm, type ConversionPath, type DiscardPolicy, type GuestMemory, type GuestProgram, type Vm } from '@cocokit/vm';
 import { firmwareBoot, GuestPanic, touchWorkingSet } from '@cocokit/vm/guest';
@@ -31,7 +32,7 @@ const ACCEPT_CHUNK = 2 * MiB;
 const SNP_POLICY_MINIMAL = 2 ** 17;
 
 /** The VM types the boot runs on. */
-export const BOOT_VM_TYPES = ['sw-protected', 'snp', 'tdx'] as const;
+export const BOOT_VM_TYPES = ['sw-protected', 'snp', 'tdx', 'pkvm'] as const;
 export type BootVmType = (typeof BOOT_VM_TYPES)[number];
 
 /** The configurations compared, slowest expected first. */
@@ -206,7 +207,7 @@ function doubleAllocatedPages(vm: Vm, mem: GuestMemory): number {
   return n;
 }
 
-const archs = [snp, tdx];
+const archs = [snp, tdx, pkvm];
 
 /** Whether `type` offers in-place conversion when the module parameter is on, and why not. */
 async function inPlaceSupport(type: BootVmType): Promise<string | undefined> {
@@ -309,7 +310,7 @@ function notApplicable(c: BootConfiguration, reason: string): BootRun {
 const ms = (ns: number): number => Math.round(ns / 1e3) / 1e3;
 const fmtMs = (ns: number): string => `${ms(ns).toFixed(1)} ms`;
 
-/** The package a cost entry belongs to (`vm`, `host`, `gmem`, `mmu`, `memslot`, `snp`, `tdx`). */
+/** The package a cost entry belongs to (`vm`, `host`, `gmem`, `mmu`, `memslot`, `snp`, `tdx`, `pkvm`). */
 const costGroup = (name: string): string => name.slice(0, name.indexOf('.'));
 
 /** The cost entries that differ most between two runs, largest first: `name` +x.x ms. */
