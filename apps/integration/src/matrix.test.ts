@@ -11,19 +11,9 @@ import { BUILTIN_VM_TYPES, isGuestException, openKvm, runVmm, setupGuestMemory, 
 import { firmwareBoot, touchWorkingSet, type FirmwareBootResult, type TouchResult } from '@cocokit/vm/guest';
 import { describe, expect, it } from 'vitest';
 
+import { ACCEPT_CHUNK, DMA_GPA, DMA_PAGES, PAGE, RAM, TRANSFERS, WS_GPA, WS_PAGES, WS_SIZE } from './boot-layout.js';
+
 const ARCHS = [snp, tdx, pkvm];
-const MiB = 2 ** 20;
-const PAGE = 4096;
-const RAM = 16 * MiB;
-/** OVMF's DMA pages, flipped alternately. */
-const DMA_GPA = 0x10_0000;
-const DMA_PAGES = 2;
-const TRANSFERS = 8;
-/** The OS's working set, 2 MiB aligned, accepted in 2 MiB chunks on first use, one write per page. */
-const WS_GPA = 4 * MiB;
-const WS_SIZE = 8 * MiB;
-const WS_PAGES = WS_SIZE / PAGE;
-const ACCEPT_CHUNK = 2 * MiB;
 const CHUNKS = WS_SIZE / ACCEPT_CHUNK;
 
 type MatrixType = 'sw-protected' | 'snp' | 'tdx' | 'pkvm';

@@ -9,15 +9,8 @@ import { isGuestException, openKvm, runVmm, setupGuestMemory, type ConversionPat
 import { firmwareBoot, touchWorkingSet, type FirmwareBootResult, type TouchResult } from '@cocokit/vm/guest';
 import { describe, expect, it } from 'vitest';
 
-const MiB = 2 ** 20;
-const PAGE = 4096;
-const RAM = 16 * MiB;
-const DMA_GPA = 0x10_0000;
-const DMA_PAGES = 2;
-const TRANSFERS = 8;
-const WS_GPA = 4 * MiB;
-const WS_SIZE = 8 * MiB;
-const WS_PAGES = WS_SIZE / PAGE;
+import { DMA_GPA, DMA_PAGES, PAGE, RAM, TRANSFERS, WS_GPA, WS_PAGES, WS_SIZE } from './boot-layout.js';
+
 /** The working-set page the guest relinquishes, and the one it shares at the end. */
 const GIVEN_BACK = WS_GPA;
 const SHARED = WS_GPA + PAGE;
