@@ -184,9 +184,8 @@ export class TdxModule {
     const leaf = 'TDH.MEM.SEPT.ADD';
     this.enter(leaf, 'tdx.sept_add');
     if (!this.validGfn(gfn, level) || level < 1 || level > this.sept.rootLevel) return this.fail(leaf, S.TDX_OPERAND_INVALID);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, level);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, level);
+    if (contended !== undefined) return contended;
     if (this.sept.state(gfn, level) !== SEPT_STATE.FREE) return this.fail(leaf, S.TDX_EPT_ENTRY_NOT_FREE);
     this.sept.set(gfn, level, SEPT_STATE.NL_MAPPED);
     if (this.sim.trace.enabled) this.sim.trace.emit('tdx.sept_add', { gfn: this.align(gfn, level), level });
@@ -205,9 +204,8 @@ export class TdxModule {
     this.enter(leaf, 'tdx.page_add');
     if (!this.validGfn(gfn, 0) || !this.validPfn(pfn, 0)) return this.fail(leaf, S.TDX_OPERAND_INVALID);
     if (this.finalizedFlag) return this.fail(leaf, S.TDX_OP_STATE_INCORRECT);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, 0);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, 0);
+    if (contended !== undefined) return contended;
     if (this.sept.state(gfn, 0) !== SEPT_STATE.FREE) return this.fail(leaf, S.TDX_EPT_ENTRY_NOT_FREE);
     if (this.ownerOf(pfn) !== undefined) return this.fail(leaf, S.TDX_PAGE_METADATA_INCORRECT);
     this.copyIn(pfn, src);
@@ -230,9 +228,8 @@ export class TdxModule {
     this.enter(leaf, 'tdx.page_aug');
     if (level > 1 || !this.validGfn(gfn, level) || !this.validPfn(pfn, level)) return this.fail(leaf, S.TDX_OPERAND_INVALID);
     if (!this.finalizedFlag) return this.fail(leaf, S.TDX_OP_STATE_INCORRECT);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, level);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, level);
+    if (contended !== undefined) return contended;
     const state = this.sept.state(gfn, level);
     if (state !== SEPT_STATE.FREE && state !== SEPT_STATE.REMOVED) return this.fail(leaf, S.TDX_EPT_ENTRY_NOT_FREE);
     const n = framesAtLevel(level);
@@ -255,9 +252,8 @@ export class TdxModule {
     const leaf = 'TDH.MEM.RANGE.BLOCK';
     this.enter(leaf, 'tdx.range_block');
     if (!this.validGfn(gfn, level) || level > this.sept.rootLevel) return this.fail(leaf, S.TDX_OPERAND_INVALID);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, level);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, level);
+    if (contended !== undefined) return contended;
     const state = this.sept.state(gfn, level);
     let next: SeptState;
     if (state === SEPT_STATE.MAPPED) next = SEPT_STATE.BLOCKED;
@@ -279,9 +275,8 @@ export class TdxModule {
     const leaf = 'TDH.MEM.RANGE.UNBLOCK';
     this.enter(leaf, 'tdx.range_unblock');
     if (!this.validGfn(gfn, level) || level > this.sept.rootLevel) return this.fail(leaf, S.TDX_OPERAND_INVALID);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, level);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, level);
+    if (contended !== undefined) return contended;
     const state = this.sept.state(gfn, level);
     let next: SeptState;
     if (state === SEPT_STATE.BLOCKED) next = SEPT_STATE.MAPPED;
@@ -332,9 +327,8 @@ export class TdxModule {
     const leaf = 'TDH.MEM.PAGE.REMOVE';
     this.enter(leaf, 'tdx.page_remove');
     if (level > 1 || !this.validGfn(gfn, level)) return this.fail(leaf, S.TDX_OPERAND_INVALID);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, level);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, level);
+    if (contended !== undefined) return contended;
     const state = this.sept.state(gfn, level);
     if (state === SEPT_STATE.MAPPED || state === SEPT_STATE.PENDING) return this.fail(leaf, S.TDX_GPA_RANGE_NOT_BLOCKED);
     if (state !== SEPT_STATE.BLOCKED && state !== SEPT_STATE.PENDING_BLOCKED) return this.fail(leaf, STATE_INCORRECT_RCX);
@@ -359,9 +353,8 @@ export class TdxModule {
     const leaf = 'TDH.MEM.PAGE.DEMOTE';
     this.enter(leaf, 'tdx.page_demote');
     if (level !== 1 || !this.validGfn(gfn, level)) return this.fail(leaf, S.TDX_OPERAND_INVALID);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, level);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, level);
+    if (contended !== undefined) return contended;
     const state = this.sept.state(gfn, 1);
     if (state === SEPT_STATE.MAPPED || state === SEPT_STATE.PENDING) return this.fail(leaf, S.TDX_GPA_RANGE_NOT_BLOCKED);
     if (state !== SEPT_STATE.BLOCKED && state !== SEPT_STATE.PENDING_BLOCKED) return this.fail(leaf, STATE_INCORRECT_RCX);
@@ -391,9 +384,8 @@ export class TdxModule {
     const leaf = 'TDH.MEM.PAGE.PROMOTE';
     this.enter(leaf, 'tdx.page_promote');
     if (level !== 1 || !this.validGfn(gfn, level)) return this.fail(leaf, S.TDX_OPERAND_INVALID);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, level);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, level);
+    if (contended !== undefined) return contended;
     const state = this.sept.state(gfn, 1);
     if (state === SEPT_STATE.NL_MAPPED) return this.fail(leaf, S.TDX_GPA_RANGE_NOT_BLOCKED);
     if (state !== SEPT_STATE.NL_BLOCKED) return this.fail(leaf, STATE_INCORRECT_RCX);
@@ -432,9 +424,8 @@ export class TdxModule {
       return this.fail(leaf, S.TDX_OPERAND_INVALID);
     }
     if (this.finalizedFlag) return this.fail(leaf, S.TDX_OP_STATE_INCORRECT);
-    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
-    const walk = this.walkError(gfn, 0);
-    if (walk !== undefined) return this.fail(leaf, walk);
+    const contended = this.lockAndWalk(leaf, gfn, 0);
+    if (contended !== undefined) return contended;
     if (this.sept.state(gfn, 0) !== SEPT_STATE.MAPPED) return this.fail(leaf, STATE_INCORRECT_RCX);
     const pfn = this.sept.pfn(gfn, 0) ?? 0;
     this.mrtd.mrExtend(gpa, this.host.readBytes(pfnBrand(pfn), gpa % 4096, TDX_EXTENDMR_CHUNKSIZE));
@@ -600,6 +591,17 @@ export class TdxModule {
   }
 
   /** The walk's error for reaching `level` at `gfn`, or `undefined` when the entry is reachable. */
+  /**
+   * The S-EPT leaves' common start, in the module's order: the S-EPT lock (an injected
+   * TDX_OPERAND_BUSY), then the walk down to `level`. Returns the failure status, already
+   * counted, or `undefined` to go on.
+   */
+  private lockAndWalk(leaf: TdxLeaf, gfn: number, level: number): bigint | undefined {
+    if (this.takeBusy(leaf)) return this.fail(leaf, BUSY_SEPT);
+    const walk = this.walkError(gfn, level);
+    return walk === undefined ? undefined : this.fail(leaf, walk);
+  }
+
   private walkError(gfn: number, level: number): bigint | undefined {
     const stop = this.sept.walkStop(gfn, level);
     if (stop < 0) return undefined;
