@@ -12,8 +12,8 @@ import {
   unregisterArch,
   type ArchImporter,
   type ArchPlugin,
-  type ArchPluginError,
 } from '@cocokit/sdk';
+import { archPluginRejectionOf } from '@cocokit/sdk/testing';
 import { openKvm, type Kvm } from './index.js';
 
 const fixtures = new URL('../test-fixtures/', import.meta.url);
@@ -37,14 +37,6 @@ function importerOf(map: Readonly<Record<string, string>>, asked: string[] = [])
   };
 }
 
-async function rejection(p: Promise<unknown>): Promise<ArchPluginError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as ArchPluginError;
-  }
-  throw new Error('expected a rejection');
-}
 
 /** Everything a half-made VM could leave behind on the host. */
 function leftovers(kvm: Kvm) {
@@ -68,7 +60,7 @@ describe('a plugin whose createVm throws', () => {
   it('gives E_PLUGIN_CREATE_VM with what it threw as the cause, and leaves no half-made VM', async () => {
     const kvm = await busyKvm({ importer: importerOf({ 'cocokit-arch-throws': packageUrl('cocokit-arch-throws') }) });
     const before = leftovers(kvm);
-    const e = await rejection(kvm.createVm({ type: 'throws' }));
+    const e = await archPluginRejectionOf(kvm.createVm({ type: 'throws' }));
     expect(isArchPluginError(e, 'E_PLUGIN_CREATE_VM')).toBe(true);
     expect(e.subject).toBe('throws');
     expect(e.message).toContain('no throws hardware on this host');
@@ -96,7 +88,7 @@ describe('a plugin whose createVm throws', () => {
   it('hands the plugin archOptions as ctx.options, and wraps its refusal of them', async () => {
     const kvm = await busyKvm({ archs: [await fixturePlugin('cocokit-arch-malformed')] });
     const before = leftovers(kvm);
-    const e = await rejection(kvm.createVm({ type: 'malformed', archOptions: { shape: 'no-such-shape' } }));
+    const e = await archPluginRejectionOf(kvm.createVm({ type: 'malformed', archOptions: { shape: 'no-such-shape' } }));
     expect(isArchPluginError(e, 'E_PLUGIN_CREATE_VM')).toBe(true);
     expect(e.message).toContain('unknown shape no-such-shape');
     expect(leftovers(kvm)).toEqual(before);
@@ -107,7 +99,7 @@ describe('a plugin whose createVm returns an unusable ArchVm', () => {
   const refuse = async (shape: string) => {
     const kvm = await busyKvm({ archs: [await fixturePlugin('cocokit-arch-malformed')] });
     const before = leftovers(kvm);
-    const e = await rejection(kvm.createVm({ type: 'malformed', archOptions: { shape } }));
+    const e = await archPluginRejectionOf(kvm.createVm({ type: 'malformed', archOptions: { shape } }));
     return { e, before, after: leftovers(kvm) };
   };
 

@@ -14,10 +14,10 @@ import {
   unregisterArch,
   type ArchImporter,
   type ArchPlugin,
-  type ArchPluginError,
   type PackageJsonSource,
 } from '@cocokit/sdk';
 import { listInstalledArchs, nodeDiscovery, nodeImporter } from '@cocokit/sdk/node';
+import { archPluginErrorOf, archPluginRejectionOf } from '@cocokit/sdk/testing';
 import { openKvm } from './index.js';
 
 const app = new URL('../test-fixtures/app/', import.meta.url);
@@ -63,25 +63,7 @@ async function fixturePlugin(pkg: (typeof INSTALLED)[number]): Promise<ArchPlugi
 /** Which fixture package made a VM's arch (fixture plugins say so in their vmApi). */
 const origin = (vm: { readonly archApi: unknown }): string | undefined => (vm.archApi as { origin?: string } | undefined)?.origin;
 
-/** What `p` rejects with (it must reject). */
-async function rejection(p: Promise<unknown>): Promise<ArchPluginError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as ArchPluginError;
-  }
-  throw new Error('expected a rejection');
-}
 
-/** What `f` throws (it must throw). */
-function thrown(f: () => unknown): ArchPluginError {
-  try {
-    f();
-  } catch (e) {
-    return e as ArchPluginError;
-  }
-  throw new Error('expected a throw');
-}
 
 // Tests that touch the process-wide registry put back what they took.
 const registered: ArchPlugin[] = [];
@@ -148,7 +130,7 @@ describe('where createVm looks: objects passed, then the registry, then two pack
   it('lets the first installed package decide: a broken @cocokit/arch-<type> is not papered over', async () => {
     const asked: string[] = [];
     const kvm = openKvm({ hostBytes: 1 << 30, registry: createArchRegistry(), importer: fixtureImporter(asked) });
-    const e = await rejection(kvm.createVm({ type: 'delta' }));
+    const e = await archPluginRejectionOf(kvm.createVm({ type: 'delta' }));
     expect(isArchPluginError(e, 'E_PLUGIN_INVALID')).toBe(true);
     expect(asked).toEqual(['@cocokit/arch-delta']);
     expect(e.attempts.map((a) => [a.place, a.outcome])).toEqual([
@@ -179,8 +161,8 @@ describe('where createVm looks: objects passed, then the registry, then two pack
     expect(origin(await kvm.createVm({ type: 'alpha' }))).toBe('@cocokit/arch-alpha');
     // Named like a plugin but not opted in: importable all the same (listing is what the field is for).
     expect(origin(await kvm.createVm({ type: 'noflag' }))).toBe('cocokit-arch-noflag');
-    expect(isArchPluginError(await rejection(kvm.createVm({ type: 'delta' })), 'E_PLUGIN_INVALID')).toBe(true);
-    const missing = await rejection(kvm.createVm({ type: 'omega' }));
+    expect(isArchPluginError(await archPluginRejectionOf(kvm.createVm({ type: 'delta' })), 'E_PLUGIN_INVALID')).toBe(true);
+    const missing = await archPluginRejectionOf(kvm.createVm({ type: 'omega' }));
     expect(isArchPluginError(missing, 'E_PLUGIN_NOT_FOUND')).toBe(true);
     expect(missing.attempts.map((a) => a.detail)).toEqual([expect.stringContaining('registered: alpha, gamma, noflag'), 'not installed', 'not installed']);
   });
@@ -189,7 +171,7 @@ describe('where createVm looks: objects passed, then the registry, then two pack
 describe('refusals name every place looked', () => {
   it('an unknown type, with the default registry and importer, lists the registry and both names', async () => {
     const kvm = openKvm({ hostBytes: 1 << 30 });
-    const e = await rejection(kvm.createVm({ type: 'omega' }));
+    const e = await archPluginRejectionOf(kvm.createVm({ type: 'omega' }));
     expect(isArchPluginError(e, 'E_PLUGIN_NOT_FOUND')).toBe(true);
     expect(e.subject).toBe('omega');
     expect(e.attempts).toEqual([
@@ -207,7 +189,7 @@ describe('refusals name every place looked', () => {
     const asked: string[] = [];
     const kvm = openKvm({ hostBytes: 1 << 30, registry: createArchRegistry(), importer: fixtureImporter(asked) });
     for (const type of ['Gamma', '../gamma', '@cocokit/arch-gamma', 'arch gamma', '']) {
-      expect(isArchPluginError(await rejection(kvm.createVm({ type })), 'E_PLUGIN_NOT_FOUND')).toBe(true);
+      expect(isArchPluginError(await archPluginRejectionOf(kvm.createVm({ type })), 'E_PLUGIN_NOT_FOUND')).toBe(true);
     }
     expect(asked).toEqual([]);
   });
@@ -215,7 +197,7 @@ describe('refusals name every place looked', () => {
   it('refuses an installed plugin of an unsupported apiVersion, naming both versions', async () => {
     const registry = createArchRegistry();
     const asked: string[] = [];
-    const e = await rejection(openKvm({ hostBytes: 1 << 30, registry, importer: fixtureImporter(asked) }).createVm({ type: 'future' }));
+    const e = await archPluginRejectionOf(openKvm({ hostBytes: 1 << 30, registry, importer: fixtureImporter(asked) }).createVm({ type: 'future' }));
     expect(isArchPluginError(e, 'E_PLUGIN_API_VERSION')).toBe(true);
     expect(asked).toEqual(['@cocokit/arch-future', 'cocokit-arch-future']);
     expect(e.message).toContain('apiVersion 99');
@@ -227,16 +209,16 @@ describe('refusals name every place looked', () => {
 
   it('refuses a plugin of an unsupported apiVersion passed as an object or registered, at once', async () => {
     const future = await fixturePlugin('cocokit-arch-future');
-    expect(isArchPluginError(thrown(() => openKvm({ archs: [future] })), 'E_PLUGIN_API_VERSION')).toBe(true);
+    expect(isArchPluginError(archPluginErrorOf(() => openKvm({ archs: [future] })), 'E_PLUGIN_API_VERSION')).toBe(true);
     const registry = createArchRegistry();
-    expect(isArchPluginError(thrown(() => registry.register(future)), 'E_PLUGIN_API_VERSION')).toBe(true);
-    expect(isArchPluginError(thrown(() => registerArch(future)), 'E_PLUGIN_API_VERSION')).toBe(true);
+    expect(isArchPluginError(archPluginErrorOf(() => registry.register(future)), 'E_PLUGIN_API_VERSION')).toBe(true);
+    expect(isArchPluginError(archPluginErrorOf(() => registerArch(future)), 'E_PLUGIN_API_VERSION')).toBe(true);
     expect(registry.get('future')).toBeUndefined();
     expect(defaultArchRegistry.get('future')).toBeUndefined();
   });
 
   it('refuses an installed package whose plugin does not serve the type asked for', async () => {
-    const e = await rejection(openKvm({ hostBytes: 1 << 30, registry: createArchRegistry(), importer: fixtureImporter() }).createVm({ type: 'wrongtype' }));
+    const e = await archPluginRejectionOf(openKvm({ hostBytes: 1 << 30, registry: createArchRegistry(), importer: fixtureImporter() }).createVm({ type: 'wrongtype' }));
     expect(isArchPluginError(e, 'E_PLUGIN_INVALID')).toBe(true);
     expect(e.message).toContain("serves 'other', not 'wrongtype'");
   });

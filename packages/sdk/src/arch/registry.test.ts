@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { rejection } from '../../test/rejection.js';
+import { archPluginRejectionOf } from '../testing/errno.js';
 import { defineArchPlugin } from './define.js';
 import { isArchPluginError } from './errors.js';
 import {
@@ -132,7 +132,7 @@ describe('registry: resolve', () => {
   it('names every place looked when nothing is found', async () => {
     const r = createArchRegistry();
     r.register(make('here', ['here']));
-    const e = await rejection(r.resolve('nowhere', { importer: fakeImporter({}) }));
+    const e = await archPluginRejectionOf(r.resolve('nowhere', { importer: fakeImporter({}) }));
     expect(e.code).toBe('E_PLUGIN_NOT_FOUND');
     expect(e.subject).toBe('nowhere');
     expect(e.attempts.map((a) => [a.place, a.outcome])).toEqual([
@@ -149,7 +149,7 @@ describe('registry: resolve', () => {
     const r = createArchRegistry();
     const log: string[] = [];
     for (const t of ['../x', '@evil/x', 'X', '', 'a/b', 'file:///x']) {
-      const e = await rejection(r.resolve(t, { importer: fakeImporter({}, log) }));
+      const e = await archPluginRejectionOf(r.resolve(t, { importer: fakeImporter({}, log) }));
       expect(e.code).toBe('E_PLUGIN_NOT_FOUND');
     }
     expect(log).toEqual([]);
@@ -165,7 +165,7 @@ describe('registry: resolve', () => {
       },
       log,
     );
-    const e = await rejection(r.resolve('bad', { importer }));
+    const e = await archPluginRejectionOf(r.resolve('bad', { importer }));
     expect(e.code).toBe('E_PLUGIN_INVALID');
     expect(e.attempts.at(-1)).toMatchObject({ place: '@cocokit/arch-bad', outcome: 'invalid' });
     expect(e.message).toContain('installed but cannot be used');
@@ -182,13 +182,13 @@ describe('registry: resolve', () => {
       'cocokit-arch-future': () => ({ default: forged }),
       'cocokit-arch-elsewhere': () => ({ default: make('other', ['other']) }),
     });
-    const noDefault = await rejection(r.resolve('nodefault', { importer }));
+    const noDefault = await archPluginRejectionOf(r.resolve('nodefault', { importer }));
     expect(noDefault.code).toBe('E_PLUGIN_INVALID');
     expect(noDefault.message).toContain('no default export');
-    const future = await rejection(r.resolve('future', { importer }));
+    const future = await archPluginRejectionOf(r.resolve('future', { importer }));
     expect(future.code).toBe('E_PLUGIN_API_VERSION');
     expect(future.message).toContain('apiVersion 2');
-    const elsewhere = await rejection(r.resolve('elsewhere', { importer }));
+    const elsewhere = await archPluginRejectionOf(r.resolve('elsewhere', { importer }));
     expect(elsewhere.code).toBe('E_PLUGIN_INVALID');
     expect(elsewhere.message).toContain("serves 'other', not 'elsewhere'");
   });
@@ -208,11 +208,11 @@ describe('registry: resolve', () => {
         throw transitive;
       },
     });
-    const e = await rejection(r.resolve('throws', { importer }));
+    const e = await archPluginRejectionOf(r.resolve('throws', { importer }));
     expect(e.code).toBe('E_PLUGIN_INVALID');
     expect(e.cause).toBe(boom);
     expect(e.message).toContain('threw while importing: x is not a function');
-    const dep = await rejection(r.resolve('dep', { importer }));
+    const dep = await archPluginRejectionOf(r.resolve('dep', { importer }));
     expect(dep.cause).toBe(transitive);
     expect(dep.attempts.map((a) => a.outcome)).toEqual(['absent', 'absent', 'invalid']);
     // After a failure nothing is cached: a fixed install resolves.
@@ -226,13 +226,13 @@ describe('registry: resolve', () => {
     const r = createArchRegistry();
     r.register(make('owner', ['taken']));
     const importer = fakeImporter({ '@cocokit/arch-fresh': () => ({ default: make('greedy', ['fresh', 'taken']) }) });
-    const e = await rejection(r.resolve('fresh', { importer }));
+    const e = await archPluginRejectionOf(r.resolve('fresh', { importer }));
     expect(e.code).toBe('E_PLUGIN_DUPLICATE');
   });
 
   it('uses import() by default (nothing installed under these names here)', async () => {
     const r = createArchRegistry();
-    const e = await rejection(r.resolve('surely-absent'));
+    const e = await archPluginRejectionOf(r.resolve('surely-absent'));
     expect(e.code).toBe('E_PLUGIN_NOT_FOUND');
     expect(e.attempts.map((a) => a.outcome)).toEqual(['absent', 'absent', 'absent']);
   });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { rejection } from '../../test/rejection.js';
+import { archPluginRejectionOf } from '../testing/errno.js';
 import { createArchRegistry, defaultArchImporter, type ArchImporter } from '../arch/registry.js';
 import { findInstalledPackage, findPackageRoot, listInstalledArchs, nodeDiscovery, nodeImporter } from './discovery.js';
 
@@ -82,14 +82,14 @@ describe('listInstalledArchs', () => {
       dirs.push(dir);
       // tmpdir may sit below a directory with a package.json; only a bad file here is certain.
       await writeFile(join(dir, 'package.json'), '{ not json');
-      const e = await rejection(nodeDiscovery(dir));
+      const e = await archPluginRejectionOf(nodeDiscovery(dir));
       expect(e.code).toBe('E_PLUGIN_INVALID');
       expect(e.message).toContain(join(dir, 'package.json'));
     });
     it('refuses a filesystem root without a package.json', async () => {
       const root = resolve('/');
       if (await findPackageRoot(root)) return; // a package.json at / would make this moot
-      const e = await rejection(nodeDiscovery(root));
+      const e = await archPluginRejectionOf(nodeDiscovery(root));
       expect(e.code).toBe('E_PLUGIN_NOT_FOUND');
     });
   });
@@ -111,13 +111,13 @@ describe('resolving fixture packages', () => {
   });
 
   it('reports a package that is not installed as absent, naming every place', async () => {
-    const e = await rejection(createArchRegistry().resolve('transitive-not-here', { importer: nodeImporter(app) }));
+    const e = await archPluginRejectionOf(createArchRegistry().resolve('transitive-not-here', { importer: nodeImporter(app) }));
     expect(e.code).toBe('E_PLUGIN_NOT_FOUND');
     expect(e.attempts.map((a) => a.outcome)).toEqual(['absent', 'absent', 'absent']);
   });
 
   it('reports an installed package that throws while importing, with what it threw', async () => {
-    const e = await rejection(createArchRegistry().resolve('broken', { importer: nodeImporter(app) }));
+    const e = await archPluginRejectionOf(createArchRegistry().resolve('broken', { importer: nodeImporter(app) }));
     expect(e.code).toBe('E_PLUGIN_INVALID');
     expect(e.attempts.at(-1)).toMatchObject({ place: 'cocokit-arch-broken', outcome: 'invalid' });
     expect(e.message).toContain('threw while importing');
@@ -125,7 +125,7 @@ describe('resolving fixture packages', () => {
   });
 
   it('reports an installed package whose export is not a plugin', async () => {
-    const e = await rejection(createArchRegistry().resolve('unbranded', { importer: nodeImporter(app) }));
+    const e = await archPluginRejectionOf(createArchRegistry().resolve('unbranded', { importer: nodeImporter(app) }));
     expect(e.code).toBe('E_PLUGIN_INVALID');
     expect(e.message).toContain('defineArchPlugin');
   });
@@ -154,7 +154,7 @@ describe('the default importer, on real files', () => {
   });
 
   it('treats an installed package whose entry file is missing as broken, not absent', async () => {
-    const e = await rejection(
+    const e = await archPluginRejectionOf(
       createArchRegistry().resolve('fixture', { importer: importerFor({ 'cocokit-arch-fixture': 'cocokit-arch-fixture/gone.js' }) }),
     );
     expect(e.code).toBe('E_PLUGIN_INVALID');
@@ -162,7 +162,7 @@ describe('the default importer, on real files', () => {
   });
 
   it('tells a package that throws while importing from one that is absent', async () => {
-    const e = await rejection(
+    const e = await archPluginRejectionOf(
       createArchRegistry().resolve('broken', { importer: importerFor({ 'cocokit-arch-broken': 'cocokit-arch-broken/index.js' }) }),
     );
     expect(e.code).toBe('E_PLUGIN_INVALID');
@@ -174,7 +174,7 @@ describe('the default importer, on real files', () => {
   });
 
   it('reports an installed but invalid package', async () => {
-    const e = await rejection(
+    const e = await archPluginRejectionOf(
       createArchRegistry().resolve('unbranded', {
         importer: importerFor({ '@cocokit/arch-unbranded': 'cocokit-arch-unbranded/index.js' }),
       }),

@@ -4,7 +4,7 @@
  * the plugin's own unit tests), a small sparse host memory, and `errnoOf` for tests of refusals.
  * Uses vitest (an optional peer dependency of the sdk).
  */
-export { errnoOf } from './errno.js';
+export { archPluginErrorOf, archPluginRejectionOf, errnoOf } from './errno.js';
 export { ArchExitOutsideGuestError, ArchGuestExit, archExitOf, createArchTestVm } from './test-vm.js';
 export type { ArchTestMapping, ArchTestVm, ArchTestVmOptions } from './test-vm.js';
 export { createTestHostMemory } from './host-memory.js';
