@@ -14,7 +14,7 @@ import { InvalidationSeq } from './invalidation.js';
 import { checkMmuInvariants } from './invariants.js';
 import { subscribeAll } from './notifiers.js';
 import { PageTable, ROOT_LEVEL, type LeafSpte, type PrivateTableHooks, type ZapCount, type ZapFilter } from './page-table.js';
-import { preFaultMemory, type PreFaultOptions } from './prefault.js';
+import { preFaultMemory, tdpMapPage, type PreFaultOptions } from './prefault.js';
 import { createMmuStats, type MmuStats } from './stats.js';
 import type { FaultOutcome, FaultRequest, HugepageRecovery, MmuOptions, PrivateTracking } from './types.js';
 import { memslotFlushScope, zapGfnRange, type ZapScope } from './zap.js';
@@ -167,6 +167,11 @@ export class Mmu {
   /** KVM_PRE_FAULT_MEMORY (kvm_vcpu_pre_fault_memory): see {@link preFaultMemory}. */
   preFaultMemory(range: KvmPreFaultMemory, options?: PreFaultOptions): number {
     return preFaultMemory(this, range, options);
+  }
+
+  /** kvm_tdp_map_page without the ioctl's pre_fault_allowed gate: see {@link tdpMapPage}. */
+  tdpMapPage(gpa: number, op: string, options?: PreFaultOptions): number {
+    return tdpMapPage(this, gpa, op, options);
   }
 
   /**

@@ -43,7 +43,9 @@ export function preFaultMemory(mmu: Mmu, range: KvmPreFaultMemory, options: PreF
   let first: { errno: Errno; reason: string } | undefined;
   const maxRetries = options.maxRetries ?? 1000;
   while (size > 0) {
-    const r = step(mmu, gpa, options, maxRetries);
+    // kvm_arch_vcpu_pre_fault_memory: the ioctl's own gate, checked before each step; the step
+    // itself (kvm_tdp_map_page) has none, which is what lets populate map before it opens.
+    const r = mmu.options.preFaultAllowed !== undefined && !mmu.options.preFaultAllowed() ? NOT_ALLOWED : step(mmu, gpa, options, maxRetries);
     if (typeof r !== 'number') {
       first = r;
       break;
@@ -61,11 +63,22 @@ export function preFaultMemory(mmu: Mmu, range: KvmPreFaultMemory, options: PreF
   throw new KvmError(first!.errno, OP, first!.reason);
 }
 
+const NOT_ALLOWED = { errno: 'EOPNOTSUPP', reason: 'pre-faulting is not allowed for this VM now' } as const;
+
+/**
+ * kvm_tdp_map_page (arch/x86/kvm/mmu/mmu.c) on its own: maps the page-aligned `gpa` as one
+ * pre-fault step does, with no pre_fault_allowed gate (that belongs to the ioctl). What
+ * tdx_gmem_post_populate calls to map a page it is populating. Returns the byte address where the
+ * mapping that now covers `gpa` ends; throws the step's error as a {@link KvmError} of `op`.
+ */
+export function tdpMapPage(mmu: Mmu, gpa: number, op: string, options: PreFaultOptions = {}): number {
+  const r = step(mmu, gpa, options, options.maxRetries ?? 1000);
+  if (typeof r !== 'number') throw new KvmError(r.errno, op, r.reason);
+  return r;
+}
+
 /** One kvm_tdp_map_page: returns the byte address where the mapping that now covers `gpa` ends, or an error. */
 function step(mmu: Mmu, gpa: number, options: PreFaultOptions, maxRetries: number): number | { errno: Errno; reason: string } {
-  if (mmu.options.preFaultAllowed !== undefined && !mmu.options.preFaultAllowed()) {
-    return { errno: 'EOPNOTSUPP', reason: 'pre-faulting is not allowed for this VM now' };
-  }
   const gfn = Math.floor(gpa / PAGE);
   for (let attempt = 0; ; attempt++) {
     if (options.signalPending?.() === true || attempt > maxRetries) return { errno: 'EINTR', reason: 'a signal is pending' };

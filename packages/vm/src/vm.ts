@@ -188,11 +188,6 @@ export class Vm<T extends string = string> {
   private dead: string | undefined;
   /** The arch called `ctx.allowPreFault` (kvm->arch.pre_fault_allowed set by vendor code). */
   private preFaultAllowedByArch = false;
-  /**
-   * The arch is mapping through `ctx.mapPrivatePfn`: kvm_tdp_map_page runs without the
-   * pre_fault_allowed check, which belongs to the KVM_PRE_FAULT_MEMORY ioctl only.
-   */
-  private archMapping = false;
   private destroyed = false;
   readonly exitCounts = new Map<string, number>();
   private readonly vcpuStats: VcpuStatsSink = { steps: 0, accesses: 0, exceptions: 0, npfs: 0, faultRetries: 0, archCalls: 0, hypercalls: 0 };
@@ -298,7 +293,7 @@ export class Vm<T extends string = string> {
           ...(init.hugepageRecovery === undefined ? {} : { hugepageRecovery: init.hugepageRecovery }),
           ...(hooks === undefined ? {} : { beforeMap: hooks }),
           // kvm_arch_vcpu_pre_fault_memory: -EOPNOTSUPP unless kvm->arch.pre_fault_allowed.
-          preFaultAllowed: () => this.preFaultAllowed || this.archMapping,
+          preFaultAllowed: () => this.preFaultAllowed,
         });
       undo.push(() => this.mmu.destroy());
       late.mmu = this.mmu;
@@ -508,24 +503,15 @@ export class Vm<T extends string = string> {
   /**
    * The arch's `ctx.mapPrivatePfn`: kvm_tdp_mmu_map_private_pfn (v6.19+; kvm_tdp_map_page with
    * PFERR_PRIVATE_ACCESS before it, arch/x86/kvm/mmu/mmu.c) for tdx_gmem_post_populate. One
-   * kvm_tdp_map_page step of the pre-fault machinery, without KVM_PRE_FAULT_MEMORY's
-   * pre_fault_allowed check; the fault takes its pfn from guest_memfd, which must be `pfn`.
+   * kvm_tdp_map_page step of the pre-fault machinery (`mmu.tdpMapPage`), which has none of
+   * KVM_PRE_FAULT_MEMORY's pre_fault_allowed gate; the fault takes its pfn from guest_memfd, which must be `pfn`.
    */
   private mapPrivatePfn(gfn: Gfn, pfn: Pfn): void {
     const op = 'kvm_tdp_map_page';
     if (this.dead !== undefined) throw new KvmError('EIO', op, `the VM is dead: ${this.dead}`);
     const slot = this.memslots.lookup(gfn);
     if (!this.mmu.isPrivateGfn(gfn, slot)) throw new KvmError('EINVAL', op, `gfn 0x${gfn.toString(16)} is not private`);
-    const range = { gpa: gfn * 4096, size: 4096 };
-    this.archMapping = true;
-    try {
-      this.mmu.preFaultMemory(range);
-    } catch (e) {
-      if (isKvmError(e)) throw new KvmError(e.errno, op, e.reason);
-      throw e;
-    } finally {
-      this.archMapping = false;
-    }
+    this.mmu.tdpMapPage(gfn * 4096, op);
     // Without a mirror root (SNP-like archs) private leaves live in the one root there is.
     const leaf = this.mmu.lookup(gfn, this.mmu.mirror === undefined ? 'shared' : 'private');
     // tdx_gmem_post_populate maps the pfn kvm_gmem_populate holds; any other would be a KVM bug.

@@ -139,9 +139,7 @@ function chargeLedger(sim: Sim): Map<string, number> {
 /**
  * The boot, as the guest runs it. The firmware runs from private memory below its DMA buffer and
  * allocates the buffer from private, validated RAM, so the private copy of the DMA pages exists
- * before the first flip. (The firmware's own pages also keep the TDX mirror table under the DMA
- * pages populated: with every private page of that table shared, the model's next private fault
- * there fails TDH.MEM.SEPT.ADD with TDX_EPT_ENTRY_NOT_FREE.) Then the transfers; then the OS
+ * before the first flip. Then the transfers; then the OS
  * touches its working set, accepting 2 MiB chunks on first use where the VM type needs acceptance.
  * Without per-transfer flips the firmware shares the DMA pages once, keeps them shared for every
  * transfer (what a swiotlb-style pool does) and makes them private again when it is done: the same
